@@ -1,0 +1,262 @@
+"""The ``jndqa`` command line (DESIGN.md "The command line"; a user-facing contract).
+
+Exit status: 0 ok; 1 a regression was found; 2 bad usage, config or input that
+stops the whole command; 3 the command finished but some items failed (they
+are reported, with reasons).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_REGRESSION = 1
+EXIT_BAD_INPUT = 2
+EXIT_PARTIAL = 3
+
+_EPILOG = """\
+examples:
+  jndqa setup                                  fetch the official DPAM release (once)
+  jndqa score ref.wav coded.wav                distance and p_jnd of one pair
+  jndqa score ref.wav coded.wav --model finetune --json
+  jndqa score --pairs pairs.tsv --json         one 'ref<TAB>test' per line, paths relative to the file
+  jndqa demo                                   score the release's sample pairs
+"""
+
+
+class CLIError(Exception):
+    """Bad usage or input that stops the whole command (exit 2)."""
+
+
+def _err(msg: str) -> None:
+    print(f"jndqa: error: {msg}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------- setup
+def cmd_setup(args: argparse.Namespace) -> int:
+    from jndqa.metric.release import SetupError, fetch_release
+
+    try:
+        path = fetch_release(args.dir, sdist=args.sdist, force=args.force)
+    except SetupError as exc:
+        _err(str(exc))
+        return EXIT_BAD_INPUT
+    print(f"official DPAM release (dpam 0.0.4) ready in {path}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------- score
+def _read_pairs_file(path: Path) -> list[tuple[Path, Path]]:
+    if not path.is_file():
+        raise CLIError(f"{path}: pairs file not found; give a file with one 'ref<TAB>test' per line")
+    pairs = []
+    base = path.parent
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        cols = line.split("\t")
+        if len(cols) < 2:
+            raise CLIError(f"{path}:{lineno}: expected 'ref<TAB>test', got {line!r}")
+        pairs.append((base / cols[0].strip(), base / cols[1].strip()))
+    if not pairs:
+        raise CLIError(f"{path}: no pairs found")
+    return pairs
+
+
+def score_files(
+    pairs: Sequence[tuple[Path, Path]], model: str, protocol: str, progress: bool = False
+) -> tuple[dict, list[dict]]:
+    """Score file pairs; returns (summary object, failures). Each reference is loaded and
+    analysed once and reused against all of its tests."""
+    from jndqa.metric import AudioLoadError, DPAMScorer, load_audio
+
+    scorer = DPAMScorer(model, protocol)
+    cache: dict[Path, object] = {}
+    failures: list[dict] = []
+
+    def load(p: Path):
+        if p not in cache:
+            try:
+                cache[p] = load_audio(p)
+            except AudioLoadError as exc:
+                cache[p] = exc
+        return cache[p]
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(pairs), unit="pair", file=sys.stderr, desc="scoring")
+    results: list[dict | None] = [None] * len(pairs)
+    by_ref: dict[Path, list[int]] = {}
+    for i, (ref, _test) in enumerate(pairs):
+        by_ref.setdefault(ref, []).append(i)
+    for ref_path, idx in by_ref.items():
+        ref = load(ref_path)
+        good = []
+        for i in idx:
+            test = load(pairs[i][1])
+            bad = next((x for x in (ref, test) if isinstance(x, AudioLoadError)), None)
+            if bad is not None:
+                failures.append({"ref": str(pairs[i][0]), "test": str(pairs[i][1]), "reason": str(bad)})
+                if bar:
+                    bar.update(1)
+            else:
+                good.append(i)
+        if not good:
+            continue
+        reference = scorer.reference(ref.samples)
+        scores = scorer.score_reference(
+            reference, [load(pairs[i][1]).samples for i in good], progress=bar.update if bar else None
+        )
+        for i, s in zip(good, scores, strict=True):
+            test = load(pairs[i][1])
+            results[i] = {
+                "ref": str(pairs[i][0]),
+                "test": str(pairs[i][1]),
+                "distance": s.distance,
+                "p_jnd": s.p_jnd,
+                "resampler": ref.resampler or test.resampler,
+            }
+    if bar:
+        bar.close()
+    summary = {
+        "model": scorer.model_id,
+        "protocol": scorer.protocol,
+        "results": [r for r in results if r is not None],
+    }
+    return summary, failures
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from jndqa.metric import ReleaseNotFoundError, resolve_model
+
+    try:
+        resolve_model(args.model)
+        if args.pairs:
+            if args.ref or args.test:
+                raise CLIError("give either REF TEST or --pairs FILE, not both")
+            pairs = _read_pairs_file(Path(args.pairs))
+        else:
+            if not (args.ref and args.test):
+                raise CLIError("give REF and TEST audio files, or --pairs FILE (see `jndqa score --help`)")
+            pairs = [(Path(args.ref), Path(args.test))]
+            for p in pairs[0]:
+                if not p.is_file():
+                    raise CLIError(f"{p}: file not found")
+    except (CLIError, ValueError) as exc:
+        _err(str(exc))
+        return EXIT_BAD_INPUT
+    t0 = time.perf_counter()
+    try:
+        summary, failures = score_files(
+            pairs, args.model, args.protocol, progress=not args.json and len(pairs) > 1 and sys.stderr.isatty()
+        )
+    except ReleaseNotFoundError as exc:
+        _err(str(exc))
+        return EXIT_BAD_INPUT
+    if failures and len(pairs) == 1:
+        _err(failures[0]["reason"])
+        return EXIT_BAD_INPUT
+    if failures:
+        summary["failures"] = failures
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"model {summary['model']}  protocol {summary['protocol']}")
+        for r in summary["results"]:
+            p = "   n/a" if r["p_jnd"] is None else f"{r['p_jnd']:.3f}"
+            print(f"{r['distance']:10.6f}  p_jnd {p}  {r['ref']}  {r['test']}")
+        for f in failures:
+            print(f"FAILED  {f['ref']}  {f['test']}: {f['reason']}", file=sys.stderr)
+        dt = time.perf_counter() - t0
+        print(f"{len(summary['results'])} scored, {len(failures)} failed in {dt:.2f} s", file=sys.stderr)
+    return EXIT_PARTIAL if failures else EXIT_OK
+
+
+# ---------------------------------------------------------------------- demo
+def cmd_demo(args: argparse.Namespace) -> int:
+    from jndqa.metric import ReleaseNotFoundError
+    from jndqa.metric.release import find_release
+
+    try:
+        release = find_release()
+    except ReleaseNotFoundError as exc:
+        _err(str(exc))
+        return EXIT_BAD_INPUT
+    audio = release / "sample_audio"
+    pairs = [(audio / a, audio / b) for a, b in (("ref.wav", "2.wav"), ("ref.wav", "4.wav"), ("2.wav", "4.wav"))]
+    print("jndqa demo: the nightly regression flow is not built yet, so this demo scores the")
+    print(f"official DPAM sample pairs ({audio}) with every official model.\n")
+    published = {"scratch": [0.192909, 0.888547, 1.035840]}
+    status = EXIT_OK
+    for model in ("scratch", "finetune", "linear_layer", "pretrained"):
+        summary, failures = score_files(pairs, model, "official")
+        if failures:
+            status = EXIT_PARTIAL
+        print(f"{summary['model']}:")
+        for j, r in enumerate(summary["results"]):
+            p = "  n/a" if r["p_jnd"] is None else f"{r['p_jnd']:.3f}"
+            ref_note = f"   (official TF graph: {published[model][j]:.6f})" if model in published else ""
+            name = f"{Path(r['ref']).name} vs {Path(r['test']).name}"
+            print(f"  {name:14s} distance {r['distance']:.6f}  p_jnd {p}{ref_note}")
+    return status
+
+
+# ---------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jndqa",
+        description="Codec regression bench scored with DPAM, a perceptual metric learned from "
+        "just-noticeable-difference judgments.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("setup", help="fetch the official DPAM release (weights, sample audio, JND lists)")
+    p.add_argument("--dir", type=Path, default=None, help="where to unpack (default: the jndqa cache)")
+    p.add_argument("--sdist", type=Path, default=None, help="use a local dpam-0.0.4.tar.gz instead of pip")
+    p.add_argument("--force", action="store_true", help="fetch again even when present")
+    p.set_defaults(func=cmd_setup)
+
+    p = sub.add_parser(
+        "score",
+        help="DPAM distance between audio files",
+        description="Score REF against TEST (any rate and channel count: mixed to mono and resampled "
+        "to 22,050 Hz with soxr HQ). The shorter file is zero-padded at its start, as in the release.",
+        epilog="examples:\n  jndqa score ref.wav coded.wav\n  jndqa score --pairs pairs.tsv --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("ref", nargs="?", help="reference audio file")
+    p.add_argument("test", nargs="?", help="test (degraded) audio file")
+    p.add_argument("--pairs", metavar="FILE", help="file of 'ref<TAB>test' lines, paths relative to FILE")
+    p.add_argument(
+        "--model", default="scratch", help="scratch (default), finetune, linear_layer, pretrained, or a model id"
+    )
+    p.add_argument("--protocol", default="official", choices=["official"], help="scoring protocol")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("demo", help="run the demo on the embedded default")
+    p.add_argument("--workdir", type=Path, default=None, help="working folder (unused until the nightly flow)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    return args.func(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

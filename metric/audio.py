@@ -1,0 +1,111 @@
+"""Preprocessing for DPAM (``shared/METRIC_SPEC.md`` §2), with every conversion explicit.
+
+The official loader is ``librosa.load(path, sr=22050)`` then ``round(x · 32768)``.
+:func:`load_audio` does the same with soundfile and a named resampler: channels
+are averaged to mono, other rates are resampled to 22,050 Hz with soxr's
+"HQ" quality (librosa ≥ 0.10's default, ``soxr_hq``), and the samples are put
+on the int16 scale the model expects. What was done is recorded in the
+returned :class:`PreparedAudio`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+__all__ = [
+    "MODEL_RATE",
+    "AudioLoadError",
+    "PreparedAudio",
+    "equalize_lengths",
+    "load_audio",
+    "prepare_samples",
+]
+
+MODEL_RATE = 22050
+RESAMPLER = "soxr-hq"
+
+
+class AudioLoadError(ValueError):
+    """An audio file is missing, unreadable, empty or not audio."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+@dataclass
+class PreparedAudio:
+    """A signal ready for the model: mono, 22,050 Hz, int16 scale (float32)."""
+
+    samples: np.ndarray
+    source_rate: int
+    source_channels: int
+    resampler: str | None  # None when no resampling was needed
+    path: str | None = None
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / MODEL_RATE
+
+
+def prepare_samples(
+    x: np.ndarray, rate: int, *, scale: Literal["unit", "int16"], path: str | None = None
+) -> PreparedAudio:
+    """Convert raw samples (``[L]`` or ``[L, channels]``) to the model's input.
+
+    ``scale="unit"``: values in [-1, 1] (soundfile's float output); they are
+    multiplied by 32768 and rounded half-to-even, as the release does.
+    ``scale="int16"``: values already on the int16 scale; they are rounded too.
+    """
+    if scale not in ("unit", "int16"):
+        raise ValueError(f"scale must be 'unit' or 'int16', got {scale!r}")
+    x = np.asarray(x, dtype=np.float64)
+    channels = 1 if x.ndim == 1 else x.shape[1]
+    if x.ndim == 2:
+        x = x.mean(axis=1)
+    elif x.ndim != 1:
+        raise ValueError(f"expected samples of shape [L] or [L, channels], got {x.shape}")
+    resampler = None
+    if rate != MODEL_RATE:
+        import soxr
+
+        x = soxr.resample(x, rate, MODEL_RATE, quality="HQ")
+        resampler = RESAMPLER
+    if scale == "unit":
+        x = x * 32768.0
+    return PreparedAudio(np.round(x).astype(np.float32), int(rate), int(channels), resampler, path)
+
+
+def load_audio(path: str | Path) -> PreparedAudio:
+    """Read an audio file and prepare it for DPAM; raises :class:`AudioLoadError` naming the file."""
+    import soundfile as sf
+
+    p = Path(path)
+    if not p.exists():
+        raise AudioLoadError(p, "file not found; check the path (relative paths start at the working directory)")
+    if not p.is_file():
+        raise AudioLoadError(p, "not a regular file")
+    try:
+        data, rate = sf.read(str(p), dtype="float64", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise AudioLoadError(
+            p, f"not readable as audio ({exc}); convert it to WAV or FLAC, e.g. `ffmpeg -i IN out.wav`"
+        ) from exc
+    if data.shape[0] == 0:
+        raise AudioLoadError(p, "contains no samples")
+    return prepare_samples(data, rate, scale="unit", path=str(p))
+
+
+def equalize_lengths(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-pad the shorter signal at its **start** to the longer length (the release's ``check_length``)."""
+    la, lb = len(a), len(b)
+    if la < lb:
+        a = np.concatenate([np.zeros(lb - la, dtype=a.dtype), a])
+    elif lb < la:
+        b = np.concatenate([np.zeros(la - lb, dtype=b.dtype), b])
+    return a, b
