@@ -69,7 +69,15 @@ class ReleaseNotFoundError(FileNotFoundError):
 
 
 class SetupError(RuntimeError):
-    """The set-up step could not fetch or unpack the official release."""
+    """The set-up step could not fetch or unpack the official release.
+
+    ``download_failed`` is true when pip could not download the package (no
+    package index reachable); false for a corrupted or unexpected archive.
+    """
+
+    def __init__(self, message: str, *, download_failed: bool = False):
+        super().__init__(message)
+        self.download_failed = download_failed
 
 
 def cache_dir() -> Path:
@@ -159,7 +167,8 @@ def fetch_release(dest: Path | None = None, *, sdist: Path | None = None, force:
                     f"pip could not download dpam=={DPAM_VERSION} from the package index "
                     f"(exit {proc.returncode}): {proc.stderr.strip()[-800:]}\n"
                     "Check the package index is reachable, or download the file elsewhere and run "
-                    "`jndqa setup --sdist dpam-0.0.4.tar.gz`."
+                    "`jndqa setup --sdist dpam-0.0.4.tar.gz`.",
+                    download_failed=True,
                 )
         digest = _sha256(Path(sdist))
         if digest != SDIST_SHA256:
