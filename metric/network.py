@@ -303,6 +303,33 @@ class DPAM(nn.Module):
             terms.append(per_channel.mean(-1))
         return torch.stack(terms, dim=-1)
 
+    def terms_against(self, ref: Features, test: Tensor, *, scale: Scale = "int16") -> Tensor:
+        """Per-layer terms ``[N, 14]`` of equal-length tests ``[N, L]`` against one reference's features.
+
+        Inference only (no autograd). Each test layer is compared with the reference as soon as
+        the next layer has read it, while it is still in cache, and then dropped: faster than
+        :meth:`features` + :meth:`layer_terms` and it never holds a test's full feature set.
+        """
+        if torch.is_grad_enabled():
+            raise RuntimeError("terms_against is for inference; use features() + layer_terms() under autograd")
+        x = self.prepare(test, scale)
+        if ref.lengths[0] is not None or x.shape[-1] != int(ref.input_lengths[0]):
+            raise ValueError("terms_against needs tests of the reference's length (no ragged rows)")
+        h = x[:, None, :]
+        prev = None
+        terms = torch.empty(x.shape[0], N_LAYERS, dtype=x.dtype)
+        for i in range(N_LAYERS + 1):
+            if i < N_LAYERS:
+                h = self._layer_inference(i, h, self.kernels[i].to(x.dtype), self.betas[i].to(x.dtype))
+            if prev is not None:  # layer i-1 has been read by layer i: compare it in place
+                j = i - 1
+                per_channel = prev.sub_(ref.maps[j]).abs_().mean(-1)
+                if self.channel_weights is not None:
+                    per_channel.mul_(self.channel_weights[j].to(x.dtype).abs())
+                terms[:, j] = per_channel.mean(-1)
+            prev = h
+        return terms
+
     def distance_from_features(self, ref: Features, test: Features) -> Tensor:
         return self.layer_terms(ref, test).sum(-1)
 

@@ -41,7 +41,8 @@ def tune_allocator() -> bool:
 
     Every layer allocates feature maps of several MB; by default glibc serves
     each from a fresh ``mmap`` and the page faults cost more than the
-    convolutions (measured: 0.049 s → 0.024 s per 10 s pair, benchmarks/bench_metric.py).
+    convolutions (measured with benchmarks/bench_metric.py on 2 cores: 0.036-0.044 s → 0.019-0.022 s
+    per 10 s pair).
     Called when a scorer is built, never at import. Set ``JNDQA_MALLOC_TUNING=0`` to skip.
     Returns whether the tuning is in effect.
     """
@@ -118,7 +119,7 @@ class DPAMScorer:
         network: DPAM | None = None,
         dtype: torch.dtype = torch.float32,
         batch_samples: int = DEFAULT_BATCH_SAMPLES,
-        tests_per_chunk: int = 2,
+        tests_per_chunk: int = 1,
     ):
         if protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {protocol!r}; available: {', '.join(PROTOCOLS)}")
@@ -170,7 +171,7 @@ class DPAMScorer:
             for start in range(0, len(same), self.tests_per_chunk):
                 idx = same[start : start + self.tests_per_chunk]
                 batch = torch.stack([_as_tensor(tests[i], self.dtype) for i in idx])
-                terms = self.net.layer_terms(ref.features, self.net.features(batch))
+                terms = self.net.terms_against(ref.features, batch)
                 for i, r in zip(idx, self._results(terms), strict=True):
                     results[i] = r
                 if progress:
@@ -211,8 +212,10 @@ class DPAMScorer:
                 tests[row, :n] = prepared[i][1]
             with torch.inference_mode():
                 fr = self.net.features(refs, lengths)
-                ft = self.net.features(tests, lengths)
-                terms = self.net.layer_terms(fr, ft)
+                if bool((lengths == total).all()):
+                    terms = self.net.terms_against(fr, tests)  # streaming, cache-friendly
+                else:
+                    terms = self.net.layer_terms(fr, self.net.features(tests, lengths))
             for i, r in zip(chunk, self._results(terms), strict=True):
                 results[i] = r
             if progress:
