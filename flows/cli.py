@@ -69,20 +69,27 @@ def _read_pairs_file(path: Path) -> list[tuple[Path, Path]]:
 
 
 def score_files(
-    pairs: Sequence[tuple[Path, Path]], model: str, protocol: str, progress: bool = False
+    pairs: Sequence[tuple[Path, Path]],
+    model: str,
+    protocol: str,
+    progress: bool = False,
+    downmix: bool = False,
+    scorer=None,
 ) -> tuple[dict, list[dict]]:
-    """Score file pairs; returns (summary object, failures). Each reference is loaded and
-    analysed once and reused against all of its tests."""
+    """Score file pairs; returns (summary object, failures). Each reference is loaded once and
+    reused against all of its tests. A bad file or pair is a failure with its reason; the
+    other pairs are scored."""
     from jndqa.metric import AudioLoadError, DPAMScorer, load_audio
 
-    scorer = DPAMScorer(model, protocol)
+    scorer = scorer or DPAMScorer(model, protocol)
+    mono = protocol == "official" or downmix
     cache: dict[Path, object] = {}
     failures: list[dict] = []
 
     def load(p: Path):
         if p not in cache:
             try:
-                cache[p] = load_audio(p)
+                cache[p] = load_audio(p, mono=mono)
             except AudioLoadError as exc:
                 cache[p] = exc
         return cache[p]
@@ -101,9 +108,14 @@ def score_files(
         good = []
         for i in idx:
             test = load(pairs[i][1])
-            bad = next((x for x in (ref, test) if isinstance(x, AudioLoadError)), None)
-            if bad is not None:
-                failures.append({"ref": str(pairs[i][0]), "test": str(pairs[i][1]), "reason": str(bad)})
+            reason = next((str(x) for x in (ref, test) if isinstance(x, AudioLoadError)), None)
+            if reason is None:
+                try:
+                    scorer.check_pair(len(ref.samples), ref.channels, len(test.samples), test.channels)
+                except ValueError as exc:
+                    reason = f"{pairs[i][1]}: {exc}"
+            if reason is not None:
+                failures.append({"ref": str(pairs[i][0]), "test": str(pairs[i][1]), "reason": reason})
                 if bar:
                     bar.update(1)
             else:
@@ -116,13 +128,20 @@ def score_files(
         )
         for i, s in zip(good, scores, strict=True):
             test = load(pairs[i][1])
-            results[i] = {
+            row = {
                 "ref": str(pairs[i][0]),
                 "test": str(pairs[i][1]),
                 "distance": s.distance,
                 "p_jnd": s.p_jnd,
+                "p_jnd_calibrated": s.p_jnd_calibrated,
                 "resampler": ref.resampler or test.resampler,
             }
+            if s.channels is not None:
+                row["channels"] = s.channels
+                row["worst_channel"] = s.worst_channel
+            if s.windows is not None:
+                row["windows"] = [{"start": w.start, "end": w.end, "distance": w.distance} for w in s.windows]
+            results[i] = row
     if bar:
         bar.close()
     summary = {
@@ -155,7 +174,11 @@ def cmd_score(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         summary, failures = score_files(
-            pairs, args.model, args.protocol, progress=not args.json and len(pairs) > 1 and sys.stderr.isatty()
+            pairs,
+            args.model,
+            args.protocol,
+            progress=not args.json and len(pairs) > 1 and sys.stderr.isatty(),
+            downmix=args.downmix,
         )
     except ReleaseNotFoundError as exc:
         _err(str(exc))
@@ -171,7 +194,15 @@ def cmd_score(args: argparse.Namespace) -> int:
         print(f"model {summary['model']}  protocol {summary['protocol']}")
         for r in summary["results"]:
             p = "   n/a" if r["p_jnd"] is None else f"{r['p_jnd']:.3f}"
-            print(f"{r['distance']:10.6f}  p_jnd {p}  {r['ref']}  {r['test']}")
+            extra = ""
+            if "channels" in r:
+                extra += "  channels " + " ".join(f"{c:.4f}" for c in r["channels"])
+            if len(r.get("windows", [])) > 1:
+                worst = max(r["windows"], key=lambda w: w["distance"])
+                extra += f"  worst window {worst['start']:.1f}-{worst['end']:.1f} s ({worst['distance']:.4f})"
+            print(f"{r['distance']:10.6f}  p_jnd {p}  {r['ref']}  {r['test']}{extra}")
+        if summary["results"] and not summary["results"][0]["p_jnd_calibrated"]:
+            print("(p_jnd: the release's head, not calibrated for this protocol)", file=sys.stderr)
         for f in failures:
             print(f"FAILED  {f['ref']}  {f['test']}: {f['reason']}", file=sys.stderr)
         dt = time.perf_counter() - t0
@@ -192,17 +223,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     audio = release / "sample_audio"
     pairs = [(audio / a, audio / b) for a, b in (("ref.wav", "2.wav"), ("ref.wav", "4.wav"), ("2.wav", "4.wav"))]
     print("jndqa demo: the nightly regression flow is not built yet, so this demo scores the")
-    print(f"official DPAM sample pairs ({audio}) with every official model.\n")
-    published = {"scratch": [0.192909, 0.888547, 1.035840]}
+    print(f"official DPAM sample pairs ({audio}) with every official model, under the official")
+    print("protocol (parity with the release) and the dense protocol (jndqa's default).\n")
+    published = {("scratch", "official"): [0.192909, 0.888547, 1.035840]}
     status = EXIT_OK
-    for model in ("scratch", "finetune", "linear_layer", "pretrained"):
-        summary, failures = score_files(pairs, model, "official")
+    runs = [(m, "official") for m in ("scratch", "finetune", "linear_layer", "pretrained")] + [("scratch", "dense")]
+    for model, protocol in runs:
+        summary, failures = score_files(pairs, model, protocol)
         if failures:
             status = EXIT_PARTIAL
-        print(f"{summary['model']}:")
+        print(f"{summary['model']} ({protocol}):")
         for j, r in enumerate(summary["results"]):
             p = "  n/a" if r["p_jnd"] is None else f"{r['p_jnd']:.3f}"
-            ref_note = f"   (official TF graph: {published[model][j]:.6f})" if model in published else ""
+            key = (model, protocol)
+            ref_note = f"   (official TF graph: {published[key][j]:.6f})" if key in published else ""
             name = f"{Path(r['ref']).name} vs {Path(r['test']).name}"
             print(f"  {name:14s} distance {r['distance']:.6f}  p_jnd {p}{ref_note}")
     return status
@@ -228,9 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "score",
         help="DPAM distance between audio files",
-        description="Score REF against TEST (any rate and channel count: mixed to mono and resampled "
-        "to 22,050 Hz with soxr HQ). The shorter file is zero-padded at its start, as in the release.",
-        epilog="examples:\n  jndqa score ref.wav coded.wav\n  jndqa score --pairs pairs.tsv --json",
+        description="Score REF against TEST (any rate: resampled to 22,050 Hz with soxr HQ). "
+        "dense (default): channels scored one by one, the worst is the distance; signals must be "
+        "aligned (lengths within 1024 samples); per-window distances under 'windows' in --json. "
+        "official: mixed to mono, the shorter file zero-padded at its start, as in the release.",
+        epilog="examples:\n  jndqa score ref.wav coded.wav\n  jndqa score ref.wav coded.wav --protocol official"
+        "\n  jndqa score --pairs pairs.tsv --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("ref", nargs="?", help="reference audio file")
@@ -239,7 +276,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model", default="scratch", help="scratch (default), finetune, linear_layer, pretrained, or a model id"
     )
-    p.add_argument("--protocol", default="official", choices=["official"], help="scoring protocol")
+    p.add_argument(
+        "--protocol",
+        default="dense",
+        choices=["dense", "official"],
+        help="dense (default): undecimated, windowed, stable to shifts; official: parity with the release",
+    )
+    p.add_argument(
+        "--downmix",
+        action="store_true",
+        help="dense: mix both files to mono (else channels are scored one by one and must match)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=cmd_score)
 

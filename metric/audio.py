@@ -40,7 +40,8 @@ class AudioLoadError(ValueError):
 
 @dataclass
 class PreparedAudio:
-    """A signal ready for the model: mono, 22,050 Hz, int16 scale (float32)."""
+    """A signal ready for the model: 22,050 Hz, int16 scale (float32); ``[L]`` when mixed
+    to mono (the default), ``[L, channels]`` when channels were kept."""
 
     samples: np.ndarray
     source_rate: int
@@ -52,24 +53,31 @@ class PreparedAudio:
     def duration(self) -> float:
         return len(self.samples) / MODEL_RATE
 
+    @property
+    def channels(self) -> int:
+        return 1 if self.samples.ndim == 1 else int(self.samples.shape[1])
+
 
 def prepare_samples(
-    x: np.ndarray, rate: int, *, scale: Literal["unit", "int16"], path: str | None = None
+    x: np.ndarray, rate: int, *, scale: Literal["unit", "int16"], path: str | None = None, mono: bool = True
 ) -> PreparedAudio:
     """Convert raw samples (``[L]`` or ``[L, channels]``) to the model's input.
 
     ``scale="unit"``: values in [-1, 1] (soundfile's float output); they are
     multiplied by 32768 and rounded half-to-even, as the release does.
     ``scale="int16"``: values already on the int16 scale; they are rounded too.
+    ``mono``: average the channels (the release's behaviour); else keep them.
     """
     if scale not in ("unit", "int16"):
         raise ValueError(f"scale must be 'unit' or 'int16', got {scale!r}")
-    x = np.asarray(x, dtype=np.float64)
-    channels = 1 if x.ndim == 1 else x.shape[1]
-    if x.ndim == 2:
-        x = x.mean(axis=1)
-    elif x.ndim != 1:
+    x = np.asarray(x)
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float64)
+    if x.ndim not in (1, 2):
         raise ValueError(f"expected samples of shape [L] or [L, channels], got {x.shape}")
+    channels = 1 if x.ndim == 1 else x.shape[1]
+    if x.ndim == 2 and (mono or channels == 1):
+        x = x.mean(axis=1)
     resampler = None
     if rate != MODEL_RATE:
         import soxr
@@ -77,12 +85,14 @@ def prepare_samples(
         x = soxr.resample(x, rate, MODEL_RATE, quality="HQ")
         resampler = RESAMPLER
     if scale == "unit":
-        x = x * 32768.0
+        x = x * x.dtype.type(32768.0)  # a power of two: exact in float32 too
     return PreparedAudio(np.round(x).astype(np.float32), int(rate), int(channels), resampler, path)
 
 
-def load_audio(path: str | Path) -> PreparedAudio:
-    """Read an audio file and prepare it for DPAM; raises :class:`AudioLoadError` naming the file."""
+def load_audio(path: str | Path, *, mono: bool = True) -> PreparedAudio:
+    """Read an audio file and prepare it for DPAM; raises :class:`AudioLoadError` naming the file.
+
+    ``mono=False`` keeps the channels (``[L, channels]`` for multichannel files)."""
     import soundfile as sf
 
     p = Path(path)
@@ -91,14 +101,16 @@ def load_audio(path: str | Path) -> PreparedAudio:
     if not p.is_file():
         raise AudioLoadError(p, "not a regular file")
     try:
-        data, rate = sf.read(str(p), dtype="float64", always_2d=True)
+        data, rate = sf.read(str(p), dtype="float32", always_2d=True)  # exact for 16- and 24-bit PCM
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         raise AudioLoadError(
             p, f"not readable as audio ({exc}); convert it to WAV or FLAC, e.g. `ffmpeg -i IN out.wav`"
         ) from exc
     if data.shape[0] == 0:
         raise AudioLoadError(p, "contains no samples")
-    return prepare_samples(data, rate, scale="unit", path=str(p))
+    if not np.isfinite(data).all():
+        raise AudioLoadError(p, "contains NaN or infinite samples")
+    return prepare_samples(data, rate, scale="unit", path=str(p), mono=mono)
 
 
 def equalize_lengths(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,12 +1,22 @@
 """Batched DPAM scoring: many pairs per call, references computed once and reused.
 
->>> scorer = DPAMScorer("scratch")  # doctest: +SKIP
+>>> scorer = DPAMScorer("scratch", protocol="dense")  # doctest: +SKIP
 >>> ref = scorer.reference(load_audio("ref.wav").samples)  # doctest: +SKIP
 >>> [s.distance for s in scorer.score_reference(ref, [a.samples, b.samples])]  # doctest: +SKIP
 
-All signals are mono 22,050 Hz on the int16 scale (see :mod:`jndqa.metric.audio`).
-Pairs of unequal length are equalised as the release does (the shorter one is
-zero-padded at its start). Results do not depend on what else is in the batch.
+Signals are 22,050 Hz on the int16 scale (see :mod:`jndqa.metric.audio`), mono
+``[L]`` or, under ``dense``, multichannel ``[L, C]`` (scored per channel).
+
+Protocols:
+
+- ``official``: parity with the release. Pairs of unequal length are equalised
+  as the release does (the shorter one is zero-padded at its start).
+- ``dense`` (jndqa's default; :mod:`jndqa.metric.dense`): undecimated, scored
+  in windows. Signals must be aligned: lengths may differ by at most
+  ``length_tolerance`` samples (the longer one is trimmed at its end), more is
+  a :class:`LengthMismatchError`.
+
+Results do not depend on what else is in the batch.
 """
 
 from __future__ import annotations
@@ -20,13 +30,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import equalize_lengths
+from . import dense
+from .audio import MODEL_RATE, equalize_lengths
 from .network import DPAM, Features
 from .release import MODELS
 
-__all__ = ["PROTOCOLS", "DPAMScorer", "PairScore", "Reference", "resolve_model", "tune_allocator"]
+__all__ = [
+    "PROTOCOLS",
+    "ChannelMismatchError",
+    "DPAMScorer",
+    "LengthMismatchError",
+    "PairScore",
+    "Reference",
+    "WindowScore",
+    "resolve_model",
+    "tune_allocator",
+]
 
-PROTOCOLS = ("official",)
+PROTOCOLS = ("dense", "official")
+DEFAULT_PROTOCOL = "dense"
 ArrayLike = np.ndarray | torch.Tensor
 
 # Samples per side held in one batch: bounds memory to about 31 floats per sample
@@ -72,31 +94,73 @@ def resolve_model(model: str) -> tuple[str, str]:
     return name, f"dpam-{name}-official"
 
 
+class LengthMismatchError(ValueError):
+    """Under ``dense``, reference and test lengths differ by more than the tolerance."""
+
+
+class ChannelMismatchError(ValueError):
+    """Reference and test have different channel counts and no downmix was asked for."""
+
+
+@dataclass
+class WindowScore:
+    """One analysis window of a ``dense`` score: its span in seconds and its distance
+    (the worst channel's, for multichannel pairs)."""
+
+    start: float
+    end: float
+    distance: float
+
+
 @dataclass
 class PairScore:
-    """One pair's result. ``layer_terms`` are the 14 per-layer contributions."""
+    """One pair's result.
+
+    ``layer_terms``: the 14 per-layer contributions (length-weighted over windows
+    under ``dense``; the worst channel's for multichannel pairs). ``windows``: the
+    per-window series (``dense``). ``channels``: per-channel distances of a
+    multichannel pair, whose ``distance`` is the worst channel's. ``p_jnd``
+    comes from the release's classification head; ``p_jnd_calibrated`` says
+    whether it was calibrated for this protocol (it is not yet, for any).
+    """
 
     distance: float
     p_jnd: float | None
     layer_terms: list[float] = field(default_factory=list)
+    windows: list[WindowScore] | None = None
+    channels: list[float] | None = None
+    worst_channel: int | None = None
+    p_jnd_calibrated: bool = False
 
 
 @dataclass
 class Reference:
-    """A reference signal's features, computed once and reused against many tests."""
+    """A reference signal prepared for reuse against many tests.
 
-    samples: torch.Tensor  # [L]
-    features: Features
+    ``official``: its features, computed once. ``dense``: the samples; each window's
+    features are computed once per :meth:`DPAMScorer.score_reference` call and
+    shared by all the tests of that call (memory stays bounded by one window).
+    """
+
+    samples: torch.Tensor  # [L] or [L, C]
+    features: Features | None = None
 
     @property
     def length(self) -> int:
-        return int(self.samples.shape[-1])
+        return int(self.samples.shape[0])
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.samples.dim() == 1 else int(self.samples.shape[1])
 
 
-def _as_tensor(x: ArrayLike, dtype: torch.dtype) -> torch.Tensor:
+def _as_tensor(x: ArrayLike, dtype: torch.dtype, multichannel: bool = False) -> torch.Tensor:
     t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
-    if t.dim() != 1:
-        raise ValueError(f"expected a mono signal of shape [L], got {tuple(t.shape)}")
+    if t.dim() == 2 and t.shape[1] == 1:
+        t = t[:, 0]
+    if t.dim() != 1 and not (multichannel and t.dim() == 2):
+        want = "[L] or [L, channels]" if multichannel else "a mono signal of shape [L]"
+        raise ValueError(f"expected {want}, got {tuple(t.shape)}")
     if t.numel() == 0:
         raise ValueError("empty signal")
     return t.to(dtype)
@@ -107,20 +171,31 @@ class DPAMScorer:
 
     ``model``: ``scratch`` (default), ``finetune``, ``linear_layer``,
     ``pretrained`` or their ids (``dpam-scratch-official``). ``protocol``:
-    ``official`` (parity with the release). Inputs are mono, 22,050 Hz, int16 scale.
+    ``dense`` (default) or ``official`` (parity with the release). Inputs are
+    22,050 Hz, int16 scale. ``window_seconds`` / ``hop_seconds``: the ``dense``
+    analysis windows; ``length_tolerance``: samples by which ``dense`` pairs may
+    differ in length (the longer is trimmed at its end).
     """
 
     def __init__(
         self,
         model: str = "scratch",
-        protocol: str = "official",
+        protocol: str = DEFAULT_PROTOCOL,
         *,
         release: Path | None = None,
         network: DPAM | None = None,
         dtype: torch.dtype = torch.float32,
         batch_samples: int = DEFAULT_BATCH_SAMPLES,
         tests_per_chunk: int = 1,
+        window_seconds: float = 4.0,
+        hop_seconds: float = 2.0,
+        length_tolerance: int = 1024,
     ):
+        if window_seconds <= 0 or hop_seconds <= 0 or hop_seconds > window_seconds:
+            raise ValueError("need 0 < hop_seconds <= window_seconds")
+        self.window = round(window_seconds * MODEL_RATE)
+        self.hop = round(hop_seconds * MODEL_RATE)
+        self.length_tolerance = int(length_tolerance)
         if protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {protocol!r}; available: {', '.join(PROTOCOLS)}")
         if network is None:
@@ -136,9 +211,28 @@ class DPAMScorer:
 
     # ------------------------------------------------------------- reference
     def reference(self, ref: ArrayLike) -> Reference:
+        if self.protocol == "dense":
+            return Reference(_as_tensor(ref, self.dtype, multichannel=True))
         x = _as_tensor(ref, self.dtype)
         with torch.inference_mode():
             return Reference(x, self.net.features(x[None]))
+
+    def check_pair(self, ref_length: int, ref_channels: int, test_length: int, test_channels: int) -> None:
+        """Raise the typed error a ``dense`` pair of these shapes would get (no-op for ``official``)."""
+        if self.protocol != "dense":
+            return
+        if ref_channels != test_channels:
+            raise ChannelMismatchError(
+                f"reference has {ref_channels} channel(s), test has {test_channels}; "
+                "ask for a downmix (`--downmix`) to compare them as mono"
+            )
+        if abs(ref_length - test_length) > self.length_tolerance:
+            raise LengthMismatchError(
+                f"lengths differ by {abs(ref_length - test_length)} samples at {MODEL_RATE} Hz "
+                f"(reference {ref_length}, test {test_length}; tolerance {self.length_tolerance}); "
+                "the dense protocol needs aligned signals: align them first (jndqa.variants does) "
+                "or raise the tolerance"
+            )
 
     def _results(self, terms: torch.Tensor) -> list[PairScore]:
         dist = terms.sum(-1)
@@ -163,6 +257,8 @@ class DPAMScorer:
         Tests whose length differs from the reference's are scored as ordinary
         pairs (equalising the lengths changes the reference's padding).
         """
+        if self.protocol == "dense":
+            return self._dense_reference(ref, tests, progress)
         results: list[PairScore | None] = [None] * len(tests)
         same, other = [], []
         for i, t in enumerate(tests):
@@ -187,6 +283,11 @@ class DPAMScorer:
         self, pairs: Sequence[tuple[ArrayLike, ArrayLike]], progress: Callable[[int], None] | None = None
     ) -> list[PairScore]:
         """Score arbitrary pairs in batches; each pair's result is independent of the batch."""
+        if self.protocol == "dense":
+            out = []
+            for ref, test in pairs:
+                out.extend(self._dense_reference(self.reference(ref), [test], progress))
+            return out
         prepared = []
         for ref, test in pairs:
             r = _as_tensor(ref, self.dtype)
@@ -232,3 +333,54 @@ class DPAMScorer:
 
     def score(self, ref: ArrayLike, test: ArrayLike) -> PairScore:
         return self.score_pairs([(ref, test)])[0]
+
+    # ----------------------------------------------------------------- dense
+    def _dense_reference(
+        self, ref: Reference, tests: Sequence[ArrayLike], progress: Callable[[int], None] | None
+    ) -> list[PairScore]:
+        xs = [_as_tensor(t, self.dtype, multichannel=True) for t in tests]
+        for x in xs:
+            self.check_pair(ref.length, ref.channels, int(x.shape[0]), 1 if x.dim() == 1 else int(x.shape[1]))
+        if not xs:
+            return []
+        length = min([ref.length, *(int(x.shape[0]) for x in xs)])
+        starts = dense.window_starts(length, self.window, self.hop)
+        span = min(self.window, length)
+        channels = ref.channels
+        # terms[test][channel][window] -> [14]
+        terms = torch.zeros(len(xs), channels, len(starts), 14, dtype=torch.float64)
+        with torch.inference_mode():
+            for c in range(channels):
+                r = ref.samples if channels == 1 else ref.samples[:, c]
+                for w, s0 in enumerate(starts):
+                    dref = dense.DenseReference(dense.dense_features(self.net, r[s0 : s0 + span], self.dtype), span)
+                    for k, x in enumerate(xs):
+                        t = x if channels == 1 else x[:, c]
+                        terms[k, c, w] = dense.dense_terms(self.net, dref, t[s0 : s0 + span], self.dtype).double()
+                    del dref
+        results = []
+        for k in range(len(xs)):
+            per_window = terms[k].sum(-1)  # [channels, windows]
+            per_channel = per_window.mean(-1)  # equal-length windows: the length-weighted mean
+            worst = int(per_channel.argmax())
+            dist = float(per_channel[worst])
+            with torch.inference_mode():
+                p = self.net.p_jnd(torch.tensor([dist], dtype=self.dtype))
+            windows = [
+                WindowScore(s0 / MODEL_RATE, (s0 + span) / MODEL_RATE, float(per_window[:, w].max()))
+                for w, s0 in enumerate(starts)
+            ]
+            results.append(
+                PairScore(
+                    dist,
+                    None if p is None else float(p[0]),
+                    [float(v) for v in terms[k, worst].mean(0)],
+                    windows=windows,
+                    channels=[float(v) for v in per_channel] if channels > 1 else None,
+                    worst_channel=worst if channels > 1 else None,
+                    p_jnd_calibrated=False,
+                )
+            )
+            if progress:
+                progress(1)
+        return results

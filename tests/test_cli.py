@@ -24,7 +24,7 @@ def close_to_official(d, official):
 
 def test_score_json(release):
     audio = release / "sample_audio"
-    r = run("score", audio / "ref.wav", audio / "2.wav", "--json")
+    r = run("score", audio / "ref.wav", audio / "2.wav", "--protocol", "official", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)  # stdout holds one JSON object and nothing else
     assert out["model"] == "dpam-scratch-official" and out["protocol"] == "official"
@@ -36,7 +36,7 @@ def test_score_json(release):
 
 def test_score_model_option_and_text_output(release):
     audio = release / "sample_audio"
-    r = run("score", audio / "ref.wav", audio / "2.wav", "--model", "linear_layer")
+    r = run("score", audio / "ref.wav", audio / "2.wav", "--model", "linear_layer", "--protocol", "official")
     assert r.returncode == 0, r.stderr
     assert "dpam-linear_layer-official" in r.stdout
     d = float(r.stdout.splitlines()[1].split()[0])
@@ -49,7 +49,7 @@ def test_score_pairs_file_with_relative_paths(release, tmp_path):
     (tmp_path / "sub").mkdir()
     pairs = tmp_path / "sub" / "pairs.tsv"
     pairs.write_text("# ref\ttest\n../ref.wav\t../2.wav\n../ref.wav\t../4.wav\n../2.wav\t../4.wav\n")
-    r = run("score", "--pairs", pairs, "--json", cwd="/")
+    r = run("score", "--pairs", pairs, "--protocol", "official", "--json", cwd="/")
     assert r.returncode == 0, r.stderr
     got = [x["distance"] for x in json.loads(r.stdout)["results"]]
     for d, official in zip(got, [0.192909, 0.888547, 1.035840], strict=True):
@@ -75,7 +75,7 @@ def test_pairs_with_a_bad_row_scores_the_rest_and_exits_3(release, tmp_path):
     shutil.copy(release / "sample_audio" / "2.wav", tmp_path / "2.wav")
     pairs = tmp_path / "pairs.tsv"
     pairs.write_text("ref.wav\t2.wav\nref.wav\tgone.wav\n")
-    r = run("score", "--pairs", pairs, "--json")
+    r = run("score", "--pairs", pairs, "--protocol", "official", "--json")
     assert r.returncode == 3
     out = json.loads(r.stdout)
     assert len(out["results"]) == 1 and close_to_official(out["results"][0]["distance"], 0.192909)

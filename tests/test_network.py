@@ -54,7 +54,7 @@ def test_identical_signals_give_zero(nets, sample, model):
 
 
 def test_three_pairs_in_one_batch(release, sample):
-    scorer = DPAMScorer("scratch", release=release)
+    scorer = DPAMScorer("scratch", "official", release=release)
     pairs = [(sample[a], sample[b]) for _, a, b, _ in OFFICIAL[:3]]
     scores = scorer.score_pairs(pairs)
     for s, (_, _, _, official) in zip(scores, OFFICIAL[:3], strict=True):
@@ -181,7 +181,7 @@ def test_short_signals_zero_the_length_one_layers(scratch):
 
 
 def test_ragged_batch_equals_single_pairs(release, sample):
-    scorer = DPAMScorer("scratch", release=release)
+    scorer = DPAMScorer("scratch", "official", release=release)
     rng = np.random.default_rng(3)
     pairs = [
         (sample["ref"], sample["2"]),
@@ -213,7 +213,7 @@ def test_ragged_features_equal_unpadded(scratch, sample):
 
 def test_unequal_lengths_pad_the_shorter_at_the_start(release, sample):
     # METRIC_SPEC §2.4 (check_length): the shorter signal is zero-padded at its START.
-    scorer = DPAMScorer("scratch", release=release)
+    scorer = DPAMScorer("scratch", "official", release=release)
     short = sample["2"][:-1000]
     padded_start = np.concatenate([np.zeros(1000, np.float32), short])
     padded_end = np.concatenate([short, np.zeros(1000, np.float32)])
@@ -224,7 +224,7 @@ def test_unequal_lengths_pad_the_shorter_at_the_start(release, sample):
 
 
 def test_reference_reuse_equals_pairs(release, sample):
-    scorer = DPAMScorer("scratch", release=release)
+    scorer = DPAMScorer("scratch", "official", release=release)
     ref = scorer.reference(sample["ref"])
     tests = [sample["2"], sample["4"], sample["ref"], sample["2"][:-5]]
     reused = [s.distance for s in scorer.score_reference(ref, tests)]
