@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 JNDQA = str(Path(sys.executable).parent / "jndqa")
@@ -117,3 +118,51 @@ def test_demo_scores_the_sample_pairs():
     assert r.returncode == 0, r.stderr
     assert "dpam-scratch-official" in r.stdout and "dpam-pretrained-official" in r.stdout
     assert "0.1929" in r.stdout
+
+
+def test_score_defaults_to_dense_with_windows(release):
+    audio = release / "sample_audio"
+    r = run("score", audio / "ref.wav", audio / "4.wav", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["protocol"] == "dense"
+    (res,) = out["results"]
+    assert res["p_jnd_calibrated"] is False
+    assert res["windows"] == [{"start": 0.0, "end": 2.5, "distance": pytest.approx(res["distance"])}]
+    assert res["distance"] == pytest.approx(1.2867295, rel=1e-4)  # tests/test_dense.py golden value
+
+
+def test_mono_against_stereo_needs_downmix(release, tmp_path):
+    import soundfile as sf
+
+    mono, rate = sf.read(release / "sample_audio" / "ref.wav")
+    stereo = tmp_path / "stereo.wav"
+    sf.write(stereo, np.stack([mono, mono], 1), rate, subtype="PCM_16")
+    r = run("score", release / "sample_audio" / "ref.wav", stereo)
+    assert r.returncode == 2 and "--downmix" in r.stderr and "stereo.wav" in r.stderr
+    r = run("score", release / "sample_audio" / "ref.wav", stereo, "--downmix", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["results"][0]["distance"] == 0.0
+
+
+def test_stereo_pair_reports_channels(release, tmp_path):
+    import soundfile as sf
+
+    a, rate = sf.read(release / "sample_audio" / "ref.wav")
+    b, _ = sf.read(release / "sample_audio" / "4.wav")
+    sf.write(tmp_path / "r.wav", np.stack([a, a], 1), rate, subtype="PCM_16")
+    sf.write(tmp_path / "t.wav", np.stack([a, b], 1), rate, subtype="PCM_16")
+    r = run("score", tmp_path / "r.wav", tmp_path / "t.wav", "--json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)["results"][0]
+    assert res["worst_channel"] == 1 and res["channels"][0] == 0.0
+    assert res["distance"] == pytest.approx(1.2867295, rel=1e-4)
+
+
+def test_misaligned_lengths_exit_2(release, tmp_path):
+    import soundfile as sf
+
+    a, rate = sf.read(release / "sample_audio" / "ref.wav")
+    sf.write(tmp_path / "short.wav", a[:-5000], rate, subtype="PCM_16")
+    r = run("score", release / "sample_audio" / "ref.wav", tmp_path / "short.wav")
+    assert r.returncode == 2 and "align" in r.stderr and "short.wav" in r.stderr
