@@ -75,13 +75,14 @@ def score_files(
     progress: bool = False,
     downmix: bool = False,
     scorer=None,
+    length_tolerance: int = 1024,
 ) -> tuple[dict, list[dict]]:
     """Score file pairs; returns (summary object, failures). Each reference is loaded once and
     reused against all of its tests. A bad file or pair is a failure with its reason; the
     other pairs are scored."""
     from jndqa.metric import AudioLoadError, DPAMScorer, load_audio
 
-    scorer = scorer or DPAMScorer(model, protocol)
+    scorer = scorer or DPAMScorer(model, protocol, length_tolerance=length_tolerance)
     mono = protocol == "official" or downmix
     cache: dict[Path, object] = {}
     failures: list[dict] = []
@@ -179,6 +180,7 @@ def cmd_score(args: argparse.Namespace) -> int:
             args.protocol,
             progress=not args.json and len(pairs) > 1 and sys.stderr.isatty(),
             downmix=args.downmix,
+            length_tolerance=args.length_tolerance,
         )
     except ReleaseNotFoundError as exc:
         _err(str(exc))
@@ -286,6 +288,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--downmix",
         action="store_true",
         help="dense: mix both files to mono (else channels are scored one by one and must match)",
+    )
+    p.add_argument(
+        "--length-tolerance",
+        type=int,
+        default=1024,
+        metavar="SAMPLES",
+        help="dense: how many samples (at 22,050 Hz) the lengths may differ by; the longer is trimmed (default 1024)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=cmd_score)

@@ -117,10 +117,9 @@ def _layer(i: int, hp: Tensor, w: _Weights, length: int) -> tuple[Tensor, Tensor
         buf[:nd].zero_()
         buf[nd + length :].zero_()
         out = buf[nd : nd + length]
-        torch.mul(y, inv, out=out)
+        torch.addcmul(w.betas[i], y, inv, out=out)  # beta + y * inv, one pass
     else:
-        buf = out = y.mul_(inv)
-    out.add_(w.betas[i])
+        buf = out = y.mul_(inv).add_(w.betas[i])
     F.leaky_relu_(out, SLOPE)
     return out, buf
 
