@@ -1,1 +1,18 @@
-"""jndqa.store"""
+"""DuckDB store: schema, migrations, idempotent writes, queries, baseline comparison.
+
+Knows nothing of audio: it keeps rows.
+"""
+
+from .compare import VariantComparison, compare_runs, holm
+from .db import SCHEMA_VERSION, SCORE_KEY, Store, StoreBusyError, StoreError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "SCORE_KEY",
+    "Store",
+    "StoreBusyError",
+    "StoreError",
+    "VariantComparison",
+    "compare_runs",
+    "holm",
+]

@@ -1,0 +1,138 @@
+"""The DuckDB store (a real file): schema, writer lock, idempotent writes, baselines, statistics."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jndqa.store import SCHEMA_VERSION, Store, StoreBusyError, StoreError, compare_runs, holm
+
+MODEL = {"model_id": "dpam-scratch-official", "model_version": "0.0.4", "protocol": "dense"}
+
+
+def score(item: str, spec: str, distance: float, p_jnd: float = 0.2, enc: str = "lame 3.100") -> dict:
+    return {"item_sha256": item, "spec_id": spec, "encoder_version": enc, **MODEL, "distance": distance,
+            "p_jnd": p_jnd, "window_distances": [distance, distance], "layer_terms": [0.1] * 14}  # fmt: skip
+
+
+def key(s: dict) -> tuple:
+    return tuple(s[k] for k in ("item_sha256", "spec_id", "encoder_version", "model_id", "model_version", "protocol"))
+
+
+@pytest.fixture
+def store(tmp_path):
+    return Store(tmp_path / "bench.duckdb")
+
+
+def test_schema_is_versioned_and_migrations_are_idempotent(store, tmp_path):
+    assert store.schema_version() == SCHEMA_VERSION
+    assert store.migrate() == 0
+    again = Store(tmp_path / "bench.duckdb")
+    assert again.schema_version() == SCHEMA_VERSION
+
+
+def test_newer_schema_is_refused(store):
+    with store.transaction() as con:
+        con.execute("UPDATE meta SET value = '999' WHERE key = 'schema_version'")
+    with pytest.raises(StoreError, match="newer than this jndqa"):
+        store.migrate()
+
+
+def test_scores_are_keyed_and_reused(store):
+    store.begin_run("r1", **MODEL)
+    store.add_items("r1", [{"sha256": "a", "path": "a.wav", "rate": 44100, "channels": 1, "duration": 5.0,
+                            "loudness": -23.0, "tags": ["speech"]}])  # fmt: skip
+    store.add_variants("r1", [{"spec_id": "mp3", "label": "mp3 128k", "spec": {"codec": "libmp3lame"},
+                               "encoder_version": "lame 3.100"}])  # fmt: skip
+    s = score("a", "mp3", 0.3)
+    store.write_scores("r1", [s])
+    store.write_scores("r1", [s])  # a repeated write duplicates nothing
+    assert store.existing_keys([key(s), key(score("a", "mp3", 0, enc="lame 3.101"))]) == {key(s)}
+    store.begin_run("r2", **MODEL)
+    store.write_scores("r2", [], reused=[key(s)])
+    rows = store.run_scores("r2")
+    assert len(rows) == 1 and rows[0]["reused"] and rows[0]["distance"] == 0.3 and rows[0]["first_run"] == "r1"
+    with store.connect() as con:
+        assert con.execute("SELECT count(*) FROM scores").fetchone()[0] == 1
+    assert store.run_scores("r1")[0]["path"] == "a.wav" and store.run_scores("r1")[0]["label"] == "mp3 128k"
+
+
+def test_second_writer_is_told_who_holds_the_store(store, tmp_path):
+    store.acquire_writer("night-7")
+    code = (
+        "from jndqa.store import Store, StoreBusyError\n"
+        f"s = Store({str(tmp_path / 'bench.duckdb')!r})\n"
+        "try:\n    s.acquire_writer('other')\nexcept StoreBusyError as e:\n    print(e)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "database in use by run night-7 (pid" in r.stdout, r.stdout + r.stderr
+    with pytest.raises(StoreBusyError, match="night-7"):
+        Store(tmp_path / "bench.duckdb").acquire_writer("x")
+    store.release_writer()
+    Store(tmp_path / "bench.duckdb").acquire_writer("x")  # free again
+
+
+def test_read_only_open_of_a_missing_file(tmp_path):
+    with pytest.raises(StoreError, match="no such database"):
+        Store(tmp_path / "none.duckdb", read_only=True)
+
+
+def test_baseline_policy(store):
+    store.begin_run("r1", **MODEL)
+    store.finish_run("r1", "passed")
+    store.begin_run("r2", **MODEL)
+    store.finish_run("r2", "passed")
+    store.begin_run("r3", **{**MODEL, "protocol": "official"})
+    store.finish_run("r3", "passed")
+    run, why = store.resolve_baseline("auto", **MODEL, exclude="r9")
+    assert run == "r2" and "latest complete" in why
+    store.accept("r1")
+    assert store.resolve_baseline("auto", **MODEL, exclude="r9")[0] == "r1"
+    run, why = store.resolve_baseline("r3", **MODEL)
+    assert run is None and "never compared" in why
+    assert store.resolve_baseline("auto", **{**MODEL, "model_version": "v2"})[0] is None
+    with pytest.raises(StoreError, match="not found"):
+        store.resolve_baseline("nope", **MODEL)
+    with pytest.raises(StoreError, match="no run"):
+        store.accept("nope")
+    assert [r["run_id"] for r in store.runs()] == ["r3", "r2", "r1"]
+    assert [r["accepted"] for r in store.runs()] == [False, False, True]
+
+
+def test_holm_matches_hand_computation():
+    # p = [0.01, 0.04, 0.03]: sorted 0.01*3 = 0.03, 0.03*2 = 0.06, max(0.06, 0.04*1) = 0.06.
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+
+
+def test_compare_flags_only_the_degraded_variant():
+    rng = np.random.default_rng(0)
+    items = [f"i{k}" for k in range(12)]
+    base, cand = [], []
+    for it in items:
+        d = float(rng.uniform(0.1, 0.3))
+        base += [score(it, "mp3", d), score(it, "opus", d)]
+        cand += [score(it, "mp3", d + float(rng.normal(0, 0.005))), score(it, "opus", d + 0.3, p_jnd=0.6)]
+    res = {r.spec_id: r for r in compare_runs(base, cand, threshold=0.05)}
+    assert not res["mp3"].regressed and res["opus"].regressed
+    assert res["opus"].mean_change == pytest.approx(0.3)
+    assert res["opus"].ci[0] == pytest.approx(0.3) and res["opus"].items == 12
+    # 12 positive differences: exact two-sided Wilcoxon p = 2 / 2**12; Holm across 2 variants doubles it.
+    assert res["opus"].p_value_raw == pytest.approx(2 / 2**12)
+    assert res["opus"].p_value == pytest.approx(4 / 2**12)
+    assert len(res["opus"].items_crossing) == 12 and res["mp3"].items_crossing == []
+    lo, hi = res["mp3"].ci
+    assert lo < res["mp3"].mean_change < hi and lo < 0.05
+
+
+def test_compare_is_seeded_and_ignores_unpaired_items():
+    base = [score("a", "v", 0.1), score("b", "v", 0.2), score("only-base", "v", 9.0), score("x", "gone", 1.0)]
+    cand = [score("a", "v", 0.2), score("b", "v", 0.5), score("only-cand", "v", 9.0)]
+    r1 = compare_runs(base, cand, threshold=0.05, seed=3)
+    r2 = compare_runs(base, cand, threshold=0.05, seed=3)
+    assert [r.as_dict() for r in r1] == [r.as_dict() for r in r2]
+    (only,) = r1
+    assert only.items == 2 and only.mean_change == pytest.approx(0.2)
