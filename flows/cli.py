@@ -212,6 +212,105 @@ def cmd_score(args: argparse.Namespace) -> int:
     return EXIT_PARTIAL if failures else EXIT_OK
 
 
+# ----------------------------------------------------------------- run, runs
+def _prefect_env() -> None:
+    """Quiet, local defaults for Prefect's ephemeral API when the user has set none."""
+    import os
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "60")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def _exit_for(summary: dict) -> int:
+    return {"passed": EXIT_OK, "regressed": EXIT_REGRESSION, "failed_items": EXIT_PARTIAL}.get(
+        summary["status"], EXIT_BAD_INPUT
+    )
+
+
+def _print_summary(summary: dict) -> None:
+    print(f"run {summary['run_id']}: {summary['status'].upper()}  ({summary['items']} items x "
+          f"{summary['variants']} variants, {summary['scores']} scores, {summary['reused']} reused, "
+          f"{summary['seconds']:.1f} s)")  # fmt: skip
+    print(f"model {summary['model']} {summary['model_version']}, protocol {summary['protocol']}; "
+          f"{summary['baseline_note']}")  # fmt: skip
+    comp = {c["spec_id"]: c for c in summary.get("comparisons", [])}
+    print(f"  {'variant':32s} {'items':>5s} {'mean d':>8s} {'change':>8s} {'95% CI':>19s} {'p':>7s}")
+    for v in summary["per_variant"]:
+        c = comp.get(v["id"])
+        mean = "-" if v["mean_distance"] is None else f"{v['mean_distance']:.4f}"
+        line = f"  {v['label'][:32]:32s} {v['items']:5d} {mean:>8s}"
+        if c:
+            flag = "  REGRESSED" if c["regressed"] else ""
+            line += f" {c['mean_change']:+8.4f} [{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}] {c['p_value']:7.3g}{flag}"
+        print(line)
+    for f in summary["failures"]:
+        print(f"  FAILED {f['item']} / {f['variant'] or '(all variants)'}: {f['reason']}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from jndqa.flows.config import ConfigError, load_config
+    from jndqa.store import StoreError
+
+    try:
+        load_config(args.config)
+    except ConfigError as exc:
+        _err(str(exc))
+        return EXIT_BAD_INPUT
+    _prefect_env()
+    from jndqa.flows.nightly import run_nightly
+
+    try:
+        summary = run_nightly(args.config, db=args.db, out=args.out, baseline=args.baseline,
+                              progress=not args.json and sys.stderr.isatty())  # fmt: skip
+    except (StoreError, ValueError) as exc:
+        _err(str(exc))
+        return EXIT_BAD_INPUT
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        _print_summary(summary)
+    return _exit_for(summary)
+
+
+def _db_path(args: argparse.Namespace) -> Path:
+    return Path(args.db) if args.db else Path("out") / "jndqa.duckdb"
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from jndqa.store import Store, StoreError
+
+    try:
+        runs = Store(_db_path(args), read_only=True).runs()
+    except StoreError as exc:
+        _err(str(exc))
+        return EXIT_BAD_INPUT
+    if args.json:
+        print(json.dumps({"runs": runs}, default=str))
+        return EXIT_OK
+    for r in runs:
+        mark = " (accepted)" if r["accepted"] else ""
+        print(f"{r['run_id']}  {r['status']:12s} {str(r['started'])[:19]}  {r['scores']:5d} scores "
+              f"{r['failures']:3d} failures  {r['model_id']} / {r['protocol']}{mark}")  # fmt: skip
+    if not runs:
+        print("no runs yet")
+    return EXIT_OK
+
+
+def cmd_accept(args: argparse.Namespace) -> int:
+    from jndqa.store import Store, StoreError
+
+    try:
+        store = Store(_db_path(args))
+        store.accept(args.run)
+    except StoreError as exc:
+        _err(str(exc))
+        return EXIT_BAD_INPUT
+    print(f"run {args.run} accepted: it is the baseline for `--baseline auto`")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
     from jndqa.metric import ReleaseNotFoundError
@@ -298,6 +397,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser(
+        "run",
+        help="run a night: render, score, store, compare with the baseline",
+        description="Render every variant of every corpus item, score it, store it, and compare with the "
+        "baseline. Exit 0 passed, 1 regressed (when the config fails on regressions), 2 bad config, "
+        "3 finished with failed items.",
+        epilog="examples:\n  jndqa run nightly.yaml\n  jndqa run nightly.yaml --baseline 20261129T010203Z-ab12cd"
+        " --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("config", help="run config (YAML; see DESIGN.md 'The run config')")
+    p.add_argument("--db", help="DuckDB file (default: <output>/jndqa.duckdb)")
+    p.add_argument("--out", help="output folder (default: the config's 'output')")
+    p.add_argument("--baseline", help="a run id, or 'auto' (the latest accepted run); default: the config's")
+    p.add_argument("--json", action="store_true", help="print the run summary as one JSON object on stdout")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("runs", help="list the stored runs, newest first")
+    p.add_argument("--db", help="DuckDB file (default: out/jndqa.duckdb)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("accept", help="mark a run as the baseline for `--baseline auto`")
+    p.add_argument("run", help="run id (see `jndqa runs`)")
+    p.add_argument("--db", help="DuckDB file (default: out/jndqa.duckdb)")
+    p.set_defaults(func=cmd_accept)
 
     p = sub.add_parser("demo", help="run the demo on the embedded default")
     p.add_argument("--workdir", type=Path, default=None, help="working folder (unused until the nightly flow)")

@@ -1,0 +1,346 @@
+"""The nightly run as plain functions; ``flows/nightly.py`` wires them into Prefect.
+
+One unit of work is one corpus item with the variants it still needs: every
+variant is rendered (``jndqa.variants``), then scored against the reference,
+whose features are computed once (``jndqa.metric``). Work units return rows;
+only the process running the night writes to the store, one transaction per
+item as results arrive, so a killed night keeps what it finished and a rerun
+completes only the rest.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jndqa.datasets import scan_corpus
+from jndqa.store import Store, compare_runs
+
+from .config import RunConfig
+
+__all__ = ["ItemResult", "Night", "process_item", "resolve_model"]
+
+OFFICIAL_MODEL_VERSION = "dpam-0.0.4"
+
+
+def resolve_model(name: str) -> tuple[str, str]:
+    """(model id, model version) for a config's ``metric.model``. Until the registry lands,
+    ``production`` is the official scratch model."""
+    from jndqa.metric import resolve_model as official
+
+    if name == "production":
+        name = "scratch"
+    _, model_id = official(name)
+    return model_id, OFFICIAL_MODEL_VERSION
+
+
+def protocol_key(cfg: RunConfig) -> str:
+    """The protocol as stored in a result's key: window settings other than the defaults are part
+    of it, since they change the numbers."""
+    m = cfg.metric
+    if m.protocol != "dense" or (m.window_seconds, m.hop_seconds) == (4.0, 2.0):
+        return m.protocol
+    return f"dense:w{m.window_seconds:g}h{m.hop_seconds:g}"
+
+
+# -------------------------------------------------------------------- scoring
+_SCORERS: dict[tuple, Any] = {}
+_SCORER_LOCK = threading.Lock()
+_SCORE_LOCK = threading.Lock()  # one scoring at a time per process: torch already uses every core
+
+
+def _scorer(model: str, protocol: str, window: float, hop: float, tolerance: int):
+    from jndqa.metric import DPAMScorer
+
+    key = (model, protocol, window, hop, tolerance)
+    with _SCORER_LOCK:
+        if key not in _SCORERS:
+            _SCORERS[key] = DPAMScorer(
+                "scratch" if model == "production" else model,
+                protocol,
+                window_seconds=window,
+                hop_seconds=hop,
+                length_tolerance=tolerance,
+            )
+        return _SCORERS[key]
+
+
+@dataclass
+class ItemResult:
+    sha256: str
+    path: str
+    scores: list[dict] = field(default_factory=list)
+    failures: list[dict] = field(default_factory=list)
+    render_seconds: float = 0.0
+    score_seconds: float = 0.0
+
+
+def process_item(work: dict, settings: dict) -> ItemResult:
+    """Render and score the variants of one item. ``work``: ``sha256``, ``path`` (as named in the
+    corpus), ``abspath``, ``specs`` (spec dicts with ``id`` and ``encoder_version``).
+    ``settings``: model, protocol, protocol_key, model_id, model_version, window/hop/tolerance,
+    ffmpeg, timeout, match_loudness, normalize_corpus. Never raises for bad audio: failures
+    are rows."""
+    from jndqa.metric import prepare_samples
+    from jndqa.variants import VariantError, load_reference, normalize_loudness, parse_variants, render_all
+
+    res = ItemResult(work["sha256"], work["path"])
+    specs = parse_variants([s["spec"] for s in work["specs"]], base_dir=settings.get("base_dir"))
+    versions = {s["id"]: s["encoder_version"] for s in work["specs"]}
+    t0 = time.perf_counter()
+    try:
+        ref = load_reference(work["abspath"], name=work["path"], ffmpeg=settings.get("ffmpeg"))
+        if settings.get("normalize_corpus") is not None:
+            ref = normalize_loudness(ref, settings["normalize_corpus"])
+    except VariantError as exc:
+        res.failures = [{**exc.row(), "variant": s.label, "spec_id": s.id} for s in specs]
+        return res
+    rendered = render_all(
+        ref,
+        specs,
+        ffmpeg=settings.get("ffmpeg"),
+        timeout=settings.get("timeout", 120.0),
+        match_loudness=settings.get("match_loudness", False),
+        workers=settings.get("render_workers", 2),
+    )
+    res.render_seconds = time.perf_counter() - t0
+    good = []
+    for spec, r in zip(specs, rendered, strict=True):
+        if isinstance(r, VariantError):
+            res.failures.append(r.row())
+        else:
+            good.append((spec, r))
+    if not good:
+        return res
+    mono = settings["protocol"] == "official"
+    t1 = time.perf_counter()
+    scorer = _scorer(settings["model"], settings["protocol"], settings["window"], settings["hop"],
+                     settings["tolerance"])  # fmt: skip
+    ref22 = prepare_samples(ref.samples, ref.rate, scale="unit", mono=mono).samples
+    tests = [prepare_samples(r.samples, r.rate, scale="unit", mono=mono).samples for _, r in good]
+    # Rendering equalises lengths at the item's rate; resampling can leave them a sample apart.
+    n = min(len(ref22), *(len(t) for t in tests))
+    ref22, tests = ref22[:n], [t[:n] for t in tests]
+    with _SCORE_LOCK:
+        reference = scorer.reference(ref22)
+        scores = scorer.score_reference(reference, tests)
+    res.score_seconds = time.perf_counter() - t1
+    per_variant_score = res.score_seconds / len(good)
+    for (spec, r), s in zip(good, scores, strict=True):
+        windows = s.windows or []
+        res.scores.append(
+            {
+                "item_sha256": work["sha256"],
+                "spec_id": spec.id,
+                "encoder_version": versions[spec.id],
+                "model_id": settings["model_id"],
+                "model_version": settings["model_version"],
+                "protocol": settings["protocol_key"],
+                "distance": s.distance,
+                "p_jnd": s.p_jnd,
+                "p_jnd_calibrated": s.p_jnd_calibrated,
+                "layer_terms": s.layer_terms,
+                "window_starts": [w.start for w in windows],
+                "window_ends": [w.end for w in windows],
+                "window_distances": [w.distance for w in windows],
+                "channel_distances": s.channels,
+                "loudness_reference": r.loudness_reference,
+                "loudness_variant": r.loudness_variant,
+                "loudness_delta": r.loudness_delta,
+                "offset_samples": r.offset,
+                "correlation": r.correlation,
+                "render_seconds": float(sum(r.timings.values())),
+                "score_seconds": per_variant_score,
+            }
+        )
+    return res
+
+
+# ---------------------------------------------------------------------- night
+def _new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+class Night:
+    """One night: prepare (corpus, keys, reuse), record item results, finish (verdict)."""
+
+    def __init__(self, cfg: RunConfig, *, db: Path, out: Path | None = None, baseline: str | None = None,
+                 config_path: Path | None = None):  # fmt: skip
+        from jndqa.variants import VariantError, encoder_version, parse_variants, tool_versions
+
+        self.cfg = cfg
+        self.out = Path(out) if out else cfg.output
+        self.baseline_policy = baseline if baseline is not None else cfg.baseline
+        self.run_id = _new_run_id()
+        self.started = time.perf_counter()
+        self.store = Store(db)
+        self.store.acquire_writer(self.run_id)
+        try:
+            self.model_id, self.model_version = resolve_model(cfg.metric.model)
+            self.protocol_key = protocol_key(cfg)
+            base_dir = str(config_path.parent) if config_path else None
+            self.specs = parse_variants(cfg.variants, base_dir=base_dir)
+            self.failures: list[dict] = []
+            self.spec_versions: dict[str, str | None] = {}
+            for spec in self.specs:
+                try:
+                    self.spec_versions[spec.id] = encoder_version(spec, cfg.ffmpeg, timeout=cfg.runner.timeout)
+                except VariantError as exc:
+                    self.spec_versions[spec.id] = None
+                    self.failures.append(exc.row())
+            self.items, corpus_failures = scan_corpus(cfg.corpus.root, cfg.corpus.manifest)
+            self.failures += [f.row() for f in corpus_failures]
+            self._mark_stale_runs()
+            self.store.begin_run(
+                self.run_id,
+                config_hash=cfg.config_hash(),
+                config=cfg.model_dump(mode="json"),
+                model_id=self.model_id,
+                model_version=self.model_version,
+                protocol=self.protocol_key,
+                tool_versions=tool_versions(cfg.ffmpeg),
+                host=socket.gethostname(),
+            )
+            self.store.add_items(self.run_id, [i.row() for i in self.items])
+            self.store.add_variants(
+                self.run_id,
+                [{"spec_id": s.id, "label": s.label, "spec": s.model_dump(mode="json", exclude_none=True),
+                  "encoder_version": self.spec_versions[s.id]} for s in self.specs],
+            )  # fmt: skip
+            self.store.write_failures(self.run_id, self.failures)
+            self.work, self.reused = self._plan(base_dir)
+            self.store.write_scores(self.run_id, [], reused=self.reused)
+        except BaseException:
+            self.store.release_writer()
+            raise
+        self.scored = 0
+        self.item_failures: list[dict] = []
+
+    def _mark_stale_runs(self) -> None:
+        with self.store.transaction() as con:
+            con.execute("UPDATE runs SET status = 'killed' WHERE status = 'running'")
+
+    def _plan(self, base_dir: str | None) -> tuple[list[dict], list[tuple]]:
+        """Work units for items with missing keys, and the keys reused from the store."""
+        live = [s for s in self.specs if self.spec_versions[s.id] is not None]
+        wanted = {
+            (item.sha256, s.id): (item.sha256, s.id, self.spec_versions[s.id], self.model_id, self.model_version,
+                                  self.protocol_key)
+            for item in self.items for s in live
+        }  # fmt: skip
+        have = self.store.existing_keys(wanted.values())
+        work = []
+        for item in self.items:
+            todo = [s for s in live if wanted[(item.sha256, s.id)] not in have]
+            if todo:
+                work.append({
+                    "sha256": item.sha256, "path": item.path, "abspath": str(item.abspath),
+                    "specs": [{"id": s.id, "encoder_version": self.spec_versions[s.id],
+                               "spec": s.model_dump(mode="json", exclude_none=True)} for s in todo],
+                })  # fmt: skip
+        return work, sorted(have)
+
+    @property
+    def settings(self) -> dict:
+        m = self.cfg.metric
+        return {
+            "model": self.cfg.metric.model, "protocol": m.protocol, "protocol_key": self.protocol_key,
+            "model_id": self.model_id, "model_version": self.model_version, "window": m.window_seconds,
+            "hop": m.hop_seconds, "tolerance": m.length_tolerance,
+            "ffmpeg": str(self.cfg.ffmpeg) if self.cfg.ffmpeg else None, "timeout": self.cfg.runner.timeout,
+            "match_loudness": self.cfg.loudness.match, "normalize_corpus": self.cfg.loudness.normalize_corpus,
+            "render_workers": self.cfg.runner.workers,
+        }  # fmt: skip
+
+    def record(self, result: ItemResult) -> None:
+        """Store one item's results in one transaction."""
+        self.store.write_scores(self.run_id, result.scores)
+        self.store.write_failures(self.run_id, result.failures)
+        self.scored += len(result.scores)
+        self.item_failures += result.failures
+
+    def record_crash(self, work: dict, exc: BaseException) -> None:
+        rows = [{"item": work["path"], "variant": s["spec"].get("label"), "spec_id": s["id"], "kind": "crash",
+                 "reason": f"the item's task failed after its retries: {type(exc).__name__}: {exc}"}
+                for s in work["specs"]]  # fmt: skip
+        self.store.write_failures(self.run_id, rows)
+        self.item_failures += rows
+
+    def finish(self, report: str | None = None) -> dict:
+        """Compare with the baseline, write the verdict, return the run summary (DESIGN.md)."""
+        cfg = self.cfg
+        rows = self.store.run_scores(self.run_id)
+        baseline, why = self.store.resolve_baseline(
+            self.baseline_policy, model_id=self.model_id, model_version=self.model_version,
+            protocol=self.protocol_key, exclude=self.run_id,
+        )  # fmt: skip
+        comparisons = []
+        if baseline:
+            comparisons = compare_runs(
+                self.store.run_scores(baseline), rows, threshold=cfg.regression.threshold,
+                seed=cfg.regression.seed, n_boot=cfg.regression.bootstrap,
+            )  # fmt: skip
+        failures = self.store.run_failures(self.run_id)
+        regressions = [c for c in comparisons if c.regressed]
+        if regressions and cfg.regression.fail_on_regression:
+            status = "regressed"
+        elif failures:
+            status = "failed_items"
+        else:
+            status = "regressed" if regressions else "passed"
+        per_variant = []
+        for s in self.specs:
+            mine = [r for r in rows if r["spec_id"] == s.id]
+            fails = [f for f in failures if f["spec_id"] == s.id]
+            per_variant.append({
+                "id": s.id, "label": s.label, "encoder_version": self.spec_versions[s.id],
+                "mean_distance": float(np.mean([r["distance"] for r in mine])) if mine else None,
+                "items": len(mine), "failures": len(fails),
+            })  # fmt: skip
+        summary = {
+            "run_id": self.run_id,
+            "status": status,
+            "items": len(self.items),
+            "variants": len(self.specs),
+            "scores": len(rows),
+            "reused": len(self.reused),
+            "model": self.model_id,
+            "model_version": self.model_version,
+            "protocol": self.protocol_key,
+            "per_variant": per_variant,
+            "failures": [{"item": f["item"], "variant": f["label"], "reason": f["reason"]} for f in failures],
+            "regressions": [
+                {
+                    "variant": c.label,
+                    "mean_change": c.mean_change,
+                    "ci": list(c.ci),
+                    "p_value": c.p_value,
+                    "items_crossing": len(c.items_crossing),
+                }
+                for c in regressions
+            ],
+            "comparisons": [c.as_dict() for c in comparisons],
+            "baseline": baseline,
+            "baseline_note": why,
+            "report": report,
+            "seconds": round(time.perf_counter() - self.started, 3),
+        }
+        with self.store.transaction() as con:
+            con.execute("UPDATE runs SET baseline_run = ? WHERE run_id = ?", [baseline, self.run_id])
+        self.store.finish_run(self.run_id, status, summary)
+        return summary
+
+    def close(self) -> None:
+        self.store.release_writer()
+
+
+def default_db(cfg: RunConfig) -> Path:
+    return cfg.output / "jndqa.duckdb"
