@@ -25,7 +25,9 @@ examples:
   jndqa score ref.wav coded.wav                distance and p_jnd of one pair
   jndqa score ref.wav coded.wav --model finetune --json
   jndqa score --pairs pairs.tsv --json         one 'ref<TAB>test' per line, paths relative to the file
-  jndqa demo                                   score the release's sample pairs
+  jndqa demo                                   baseline night, broken encoder, candidate night, verdict
+  jndqa run nightly.yaml                       one night of the regression bench
+  jndqa runs --db out/jndqa.duckdb             the stored runs
 """
 
 
@@ -317,30 +319,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from jndqa.metric.release import find_release
 
     try:
-        release = find_release()
+        find_release()
     except ReleaseNotFoundError as exc:
         _err(str(exc))
         return EXIT_BAD_INPUT
-    audio = release / "sample_audio"
-    pairs = [(audio / a, audio / b) for a, b in (("ref.wav", "2.wav"), ("ref.wav", "4.wav"), ("2.wav", "4.wav"))]
-    print("jndqa demo: the nightly regression flow is not built yet, so this demo scores the")
-    print(f"official DPAM sample pairs ({audio}) with every official model, under the official")
-    print("protocol (parity with the release) and the dense protocol (jndqa's default).\n")
-    published = {("scratch", "official"): [0.192909, 0.888547, 1.035840]}
-    status = EXIT_OK
-    runs = [(m, "official") for m in ("scratch", "finetune", "linear_layer", "pretrained")] + [("scratch", "dense")]
-    for model, protocol in runs:
-        summary, failures = score_files(pairs, model, protocol)
-        if failures:
-            status = EXIT_PARTIAL
-        print(f"{summary['model']} ({protocol}):")
-        for j, r in enumerate(summary["results"]):
-            p = "  n/a" if r["p_jnd"] is None else f"{r['p_jnd']:.3f}"
-            key = (model, protocol)
-            ref_note = f"   (official TF graph: {published[key][j]:.6f})" if key in published else ""
-            name = f"{Path(r['ref']).name} vs {Path(r['test']).name}"
-            print(f"  {name:14s} distance {r['distance']:.6f}  p_jnd {p}{ref_note}")
-    return status
+    _prefect_env()
+    from jndqa.flows.demo import run_demo
+
+    workdir = args.workdir or Path("demo-work")
+    print(f"jndqa demo in {workdir}: build a corpus, run a baseline night, break 'our encoder', run again")
+    return run_demo(workdir, print_summary=_print_summary)
 
 
 # ---------------------------------------------------------------------- main
@@ -426,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_accept)
 
     p = sub.add_parser("demo", help="run the demo on the embedded default")
-    p.add_argument("--workdir", type=Path, default=None, help="working folder (unused until the nightly flow)")
+    p.add_argument("--workdir", type=Path, default=None, help="working folder (default: ./demo-work)")
     p.set_defaults(func=cmd_demo)
     return parser
 
