@@ -38,3 +38,41 @@ def scratch(release):
     from jndqa.metric import DPAM
 
     return DPAM.official("scratch", release)
+
+
+@pytest.fixture(scope="session")
+def prefect_env(tmp_path_factory) -> dict:
+    """Environment for processes that run flows: a private PREFECT_HOME, no telemetry."""
+    import os
+
+    home = tmp_path_factory.mktemp("prefect-home")
+    return {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "60",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+    }
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(prefect_env):
+    """One temporary Prefect API for the whole session (starting one costs 7-14 s)."""
+    import os
+
+    keys = ["PREFECT_HOME", "PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK",
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "PREFECT_LOGGING_LEVEL"]  # fmt: skip
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update({k: prefect_env[k] for k in keys})
+    from prefect.testing.utilities import prefect_test_harness
+
+    try:
+        with prefect_test_harness(server_startup_timeout=60):
+            yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
