@@ -75,3 +75,19 @@ def run_nightly(config_path: str | Path, **kwargs) -> dict:
     """Run the flow on the runner the config names."""
     cfg = load_config(config_path)
     return nightly_flow.with_options(task_runner=_task_runner(cfg))(str(config_path), **kwargs)
+
+
+@flow(name="jndqa-nightly-scheduled")
+def scheduled_nightly(config_path: str, db: str | None = None, baseline: str | None = None):
+    """Deployment entry point (prefect.yaml): the night as a subflow on the runner its config names.
+
+    The flow run ends Failed when the night regressed and the config fails on regressions, so
+    Prefect's state tells the truth as the CLI's exit status does.
+    """
+    from prefect.states import Completed, Failed
+
+    summary = run_nightly(config_path, db=db, baseline=baseline)
+    names = ", ".join(r["variant"] for r in summary["regressions"])
+    if summary["status"] == "regressed" and load_config(config_path).regression.fail_on_regression:
+        return Failed(message=f"run {summary['run_id']} regressed: {names}", data=summary)
+    return Completed(message=f"run {summary['run_id']}: {summary['status']}", data=summary)

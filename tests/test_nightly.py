@@ -97,6 +97,7 @@ def test_baseline_unchanged_and_degraded_nights(bench):
     assert second["status"] == "passed" and second["regressions"] == []
     assert second["reused"] == 8 and second["scores"] == 8  # every score came from the store
 
+    Store(bench / "out" / "jndqa.duckdb").accept(first["run_id"])
     write_encoder(bench / "bin" / "enc", ["-b:a", "8k"])  # "rebuilt": new version, ignores the bitrate
     third = run_nightly(config)
     assert third["status"] == "regressed"
@@ -105,9 +106,15 @@ def test_baseline_unchanged_and_degraded_nights(bench):
     reg = third["regressions"][0]
     assert reg["ci"][0] > 0.05 and reg["mean_change"] > reg["ci"][0]
 
+    # The deployment's entry point ends Failed on a regression (its baseline: the accepted first run).
+    from jndqa.flows.nightly import scheduled_nightly
+
+    state = scheduled_nightly(str(config), return_state=True)
+    assert state.is_failed() and "our encoder 32k" in state.message
+
     store = Store(bench / "out" / "jndqa.duckdb", read_only=True)
     runs = store.runs()
-    assert [r["status"] for r in runs] == ["regressed", "passed", "passed"]
+    assert [r["status"] for r in runs] == ["regressed", "regressed", "passed", "passed"]
     with store.connect() as con:  # 4 items x (mp3 + encoder build 1 + encoder build 2)
         assert con.execute("SELECT count(*) FROM scores").fetchone()[0] == 12
 
