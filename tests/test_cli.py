@@ -112,14 +112,6 @@ def test_setup_rejects_a_foreign_sdist(tmp_path):
     assert r.returncode == 2 and "sha256" in r.stderr and not (tmp_path / "rel").exists()
 
 
-@pytest.mark.usefixtures("release")
-def test_demo_scores_the_sample_pairs():
-    r = run("demo")
-    assert r.returncode == 0, r.stderr
-    assert "dpam-scratch-official" in r.stdout and "dpam-pretrained-official" in r.stdout
-    assert "0.1929" in r.stdout
-
-
 def test_score_defaults_to_dense_with_windows(release):
     audio = release / "sample_audio"
     r = run("score", audio / "ref.wav", audio / "4.wav", "--json")
