@@ -40,8 +40,8 @@ class CorpusConfig(_Strict):
 class MetricConfig(_Strict):
     model: str = "production"
     protocol: Literal["dense", "official"] = "dense"
-    window_seconds: float = Field(4.0, gt=0)
-    hop_seconds: float = Field(2.0, gt=0)
+    window_seconds: float = Field(8.0, gt=0)
+    hop_seconds: float = Field(4.0, gt=0)
     length_tolerance: int = Field(1024, ge=0)
 
 

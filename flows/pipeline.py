@@ -46,7 +46,7 @@ def protocol_key(cfg: RunConfig) -> str:
     """The protocol as stored in a result's key: window settings other than the defaults are part
     of it, since they change the numbers."""
     m = cfg.metric
-    if m.protocol != "dense" or (m.window_seconds, m.hop_seconds) == (4.0, 2.0):
+    if m.protocol != "dense" or (m.window_seconds, m.hop_seconds) == (8.0, 4.0):
         return m.protocol
     return f"dense:w{m.window_seconds:g}h{m.hop_seconds:g}"
 
