@@ -104,9 +104,9 @@ Items 2, 3 and 5 use ``DPAMScorer`` itself. Official distances always come from
 speech ladders only, item 4 on the music clip with MP3 64 kbps and no stability or timing
 per setting (its time is then estimated from the computed samples), memory at 8, 16 and
 32 s (tuned only), bfloat16 on the speech base pairs only, one timing repeat. The default
-run takes about 9-10 minutes on 2 cores. Timings are ``time.perf_counter`` under
-``torch.inference_mode()`` with torch's default thread count; they are noisy on a busy
-machine. Progress goes to stderr.
+run takes about 10 minutes on an idle 2-core machine (much longer when other jobs share
+it). Timings are ``time.perf_counter`` under ``torch.inference_mode()`` with torch's
+default thread count; they are noisy on a busy machine. Progress goes to stderr.
 """
 
 from __future__ import annotations
