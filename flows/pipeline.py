@@ -177,7 +177,7 @@ class Night:
         from jndqa.variants import VariantError, encoder_version, parse_variants, tool_versions
 
         self.cfg = cfg
-        self.out = Path(out) if out else cfg.output
+        self.out = Path(out) if out else cfg.output  # where the run's report goes (issue 6)
         self.baseline_policy = baseline if baseline is not None else cfg.baseline
         self.run_id = _new_run_id()
         self.started = time.perf_counter()

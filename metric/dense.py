@@ -37,7 +37,6 @@ while the layer is still in cache. About 240,000 multiply-adds per sample.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -55,8 +54,6 @@ __all__ = [
     "dense_terms_autograd",
     "window_starts",
 ]
-
-MODEL_RATE = 22050
 
 
 def dense_dilation(i: int) -> int:
@@ -252,14 +249,3 @@ def dense_terms_autograd(net: DPAM, ref: Tensor, test: Tensor) -> Tensor:
             per_channel = per_channel * net.channel_weights[i].to(ref.dtype).abs()
         terms.append(per_channel.mean(-1))
     return torch.stack(terms, -1)
-
-
-def reference_windows(
-    net: DPAM, ref: Tensor, starts: Sequence[int], window: int, dtype: torch.dtype = torch.float32
-) -> list[DenseReference]:
-    """Dense features of every window of a reference (memory: ~4 KB per sample per window)."""
-    out = []
-    for s in starts:
-        seg = ref[s : s + window]
-        out.append(DenseReference(dense_features(net, seg, dtype), int(seg.shape[-1])))
-    return out

@@ -214,21 +214,23 @@ class DPAM(nn.Module):
         h = x[:, None, :]
         maps: list[Tensor] = []
         lens: list[Tensor | None] = []
+        if lengths is None and not torch.is_grad_enabled():
+            hp = F.pad(h, same_padding(total, layer_stride(0)))
+            for i in range(N_LAYERS):
+                out, hp = self._layer_inference(i, hp, self.kernels[i].to(x.dtype), self.betas[i].to(x.dtype))
+                maps.append(out)
+                lens.append(None)
+            return Features(maps, lens, input_lengths)
         for i in range(N_LAYERS):
             h, lengths = self._layer(i, h, lengths)
             maps.append(h)
             lens.append(lengths)
         return Features(maps, lens, input_lengths)
 
-    def _layer_inference(self, i: int, h: Tensor, kernel: Tensor, beta: Tensor) -> Tensor:
-        """One layer without autograd: in-place normalisation, written straight into the
-        zero-padded buffer the next layer reads (saves a copy per layer; see benchmarks/)."""
-        t_in = h.shape[-1]
-        left, right = same_padding(t_in, layer_stride(i))
-        if h.dim() == 3 and getattr(h, "_jndqa_pad", None) == (left, right):
-            hp = h._jndqa_base  # the padded buffer this view was written into
-        else:
-            hp = F.pad(h, (left, right))
+    def _layer_inference(self, i: int, hp: Tensor, kernel: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
+        """One layer without autograd on its zero-padded input ``hp``: in-place normalisation,
+        written straight into the zero-padded buffer the next layer reads (saves a copy per
+        layer; see benchmarks/). Returns (output ``[N, C, T]``, that padded buffer)."""
         y = F.conv1d(hp, kernel, stride=layer_stride(i))
         # Two-pass statistics (exact in float32; torch.var_mean is 15x slower here).
         y.sub_(y.mean(-1, keepdim=True))
@@ -245,26 +247,21 @@ class DPAM(nn.Module):
             out = buf[..., nl : nl + t]
             torch.mul(y, inv, out=out)
         else:
-            out = y.mul_(inv)
+            buf = out = y.mul_(inv)
         out.add_(beta[None, :, None])
         F.leaky_relu_(out, SLOPE)
-        if i + 1 < N_LAYERS:
-            out._jndqa_pad = (nl, nr)
-            out._jndqa_base = buf
-        return out
+        return out, buf
 
     def _layer(self, i: int, h: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
         stride = layer_stride(i)
         kernel = self.kernels[i].to(h.dtype)
         beta = self.betas[i].to(h.dtype)
         t_in = h.shape[-1]
-        if lengths is None:
-            if torch.is_grad_enabled():
-                y = F.conv1d(F.pad(h, same_padding(t_in, stride)), kernel, stride=stride)
-                d = y - y.mean(-1, keepdim=True)
-                inv = torch.rsqrt(d.square().mean(-1, keepdim=True) + EPSILON)
-                return F.leaky_relu(d * inv + beta[None, :, None], SLOPE), None
-            return self._layer_inference(i, h, kernel, beta), None
+        if lengths is None:  # out-of-place, for autograd (inference uses _layer_inference)
+            y = F.conv1d(F.pad(h, same_padding(t_in, stride)), kernel, stride=stride)
+            d = y - y.mean(-1, keepdim=True)
+            inv = torch.rsqrt(d.square().mean(-1, keepdim=True) + EPSILON)
+            return F.leaky_relu(d * inv + beta[None, :, None], SLOPE), None
         # Ragged batch: zero every row past its length, pick each row's own 'SAME' phase.
         h = h * _time_mask(lengths, t_in, h.dtype)
         if stride == 2:
@@ -315,12 +312,12 @@ class DPAM(nn.Module):
         x = self.prepare(test, scale)
         if ref.lengths[0] is not None or x.shape[-1] != int(ref.input_lengths[0]):
             raise ValueError("terms_against needs tests of the reference's length (no ragged rows)")
-        h = x[:, None, :]
-        prev = None
+        hp = F.pad(x[:, None, :], same_padding(x.shape[-1], layer_stride(0)))
+        prev = h = None
         terms = torch.empty(x.shape[0], N_LAYERS, dtype=x.dtype)
         for i in range(N_LAYERS + 1):
             if i < N_LAYERS:
-                h = self._layer_inference(i, h, self.kernels[i].to(x.dtype), self.betas[i].to(x.dtype))
+                h, hp = self._layer_inference(i, hp, self.kernels[i].to(x.dtype), self.betas[i].to(x.dtype))
             if prev is not None:  # layer i-1 has been read by layer i: compare it in place
                 j = i - 1
                 per_channel = prev.sub_(ref.maps[j]).abs_().mean(-1)
