@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 # Debian packages the project needs (installed when run as root with apt).
-APT_PACKAGES := libsndfile1 ffmpeg espeak-ng fluidsynth timgm6mb-soundfont planetblupi-music-midi festival festvox-us-slt-hts festvox-kallpc16k alsa-utils fb-music-high
+APT_PACKAGES := libsndfile1 ffmpeg chromium espeak-ng fluidsynth timgm6mb-soundfont planetblupi-music-midi festival festvox-us-slt-hts festvox-kallpc16k alsa-utils fb-music-high
 
 .PHONY: demo test lint bench setup sysdeps venv clean
 

@@ -28,6 +28,7 @@ examples:
   jndqa demo                                   baseline night, broken encoder, candidate night, verdict
   jndqa run nightly.yaml                       one night of the regression bench
   jndqa runs --db out/jndqa.duckdb             the stored runs
+  jndqa report --db out/jndqa.duckdb           HTML pages of the newest run, its items and all runs
 """
 
 
@@ -249,6 +250,10 @@ def _print_summary(summary: dict) -> None:
         print(line)
     for f in summary["failures"]:
         print(f"  FAILED {f['item']} / {f['variant'] or '(all variants)'}: {f['reason']}")
+    if summary.get("report"):
+        print(f"report: {summary['report']}")
+    elif summary.get("report_error"):
+        print(f"no report: {summary['report_error']}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -310,6 +315,32 @@ def cmd_accept(args: argparse.Namespace) -> int:
         _err(str(exc))
         return EXIT_BAD_INPUT
     print(f"run {args.run} accepted: it is the baseline for `--baseline auto`")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from jndqa.reports import ReportError, render_report
+    from jndqa.store import SCHEMA_VERSION, Store, StoreError
+
+    db = _db_path(args)
+    out = Path(args.out) if args.out else db.parent / "report"
+    try:
+        store = Store(db, read_only=True)
+        if store.schema_version() < SCHEMA_VERSION:  # an older store: bring its schema up first
+            store = Store(db)
+        result = render_report(store, out, args.run)
+    except (StoreError, ReportError) as exc:
+        _err(str(exc))
+        return EXIT_BAD_INPUT
+    info = {"run_id": result.run_id, "report": str(result.run_page), "index": str(result.index),
+            "pages": result.pages, "audio_files": result.audio_files, "bytes": result.bytes,
+            "seconds": round(result.seconds, 3)}  # fmt: skip
+    if args.json:
+        print(json.dumps(info))
+    else:
+        print(f"report of run {result.run_id}: {result.run_page}")
+        print(f"index of all runs: {result.index}  ({result.pages} pages, {result.audio_files} audio files, "
+              f"{result.bytes / 1e6:.1f} MB, {result.seconds:.1f} s)")  # fmt: skip
     return EXIT_OK
 
 
@@ -412,6 +443,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run id (see `jndqa runs`)")
     p.add_argument("--db", help="DuckDB file (default: out/jndqa.duckdb)")
     p.set_defaults(func=cmd_accept)
+
+    p = sub.add_parser(
+        "report",
+        help="render a stored run as static HTML pages (run, items, index of all runs)",
+        description="Write a folder of HTML pages that open from disk with no network: the run's verdict, "
+        "regressions, rate-quality curves, heatmap and failures; a page per item to listen and see where "
+        "the artefact is; an index of all runs with trends. `jndqa run` writes one at the end of each night.",
+        epilog="examples:\n  jndqa report --db out/jndqa.duckdb\n  jndqa report --db out/jndqa.duckdb "
+        "--run 20261129T010203Z-ab12cd --out /srv/www/jndqa",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--db", help="DuckDB file (default: out/jndqa.duckdb)")
+    p.add_argument("--run", help="run id (default: the newest run; see `jndqa runs`)")
+    p.add_argument("--out", help="report folder (default: <db folder>/report)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="run the demo on the embedded default")
     p.add_argument("--workdir", type=Path, default=None, help="working folder (default: ./demo-work)")

@@ -76,6 +76,9 @@ class RunConfig(_Strict):
     ffmpeg: Path | None = None
     output: Path = Path("out/")
     keep_audio: int = Field(3, ge=0, description="worst items per variant whose decoded audio the report keeps")
+    keep_flagged: int = Field(
+        10, ge=0, description="most-worsened items per regressed variant whose decoded audio the report keeps"
+    )
 
     @field_validator("baseline", mode="before")
     @classmethod

@@ -104,9 +104,14 @@ def run_demo(workdir: str | Path, *, log: Callable[[str], None] = print, print_s
     expected = ["our encoder 32k"]
     log(f"\nverdict: {second['status'].upper()}; regressed: {', '.join(flagged) or 'none'}")
     log(f"store: {db}  (try `jndqa runs --db {os.path.relpath(db)}`)")
-    log("report: none yet (HTML reports are the next piece of work)")
     reused = second["reused"] / max(second["scores"], 1)
     log(f"night 2 reused {second['reused']} of {second['scores']} scores ({reused:.0%}) from night 1")
+    if second.get("report"):
+        log(f"report: {second['report']}")
+        index = Path(second["report"]).parents[2] / "index.html"
+        log(f"  (open it in a browser; every night is listed in {index})")
+    else:
+        log(f"no report: {second.get('report_error')}")
     if flagged != expected:
         log(f"unexpected verdict: expected exactly {expected}, got {flagged}")
         return 1

@@ -65,6 +65,9 @@ def nightly_flow(config_path: str, db: str | None = None, out: str | None = None
         if bar:
             bar.close()
         summary = night.finish()
+        summary = night.report(summary)
+        if summary.get("report_error"):
+            print(f"warning: no report for run {summary['run_id']}: {summary['report_error']}")
     finally:
         night.close()
     print(f"run {summary['run_id']}: {summary['status']}")

@@ -10,6 +10,7 @@ completes only the rest.
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -26,7 +27,7 @@ from jndqa.store import Store, compare_runs
 
 from .config import RunConfig
 
-__all__ = ["ItemResult", "Night", "process_item", "resolve_model"]
+__all__ = ["ItemResult", "Night", "choose_kept_audio", "process_item", "resolve_model"]
 
 OFFICIAL_MODEL_VERSION = "dpam-0.0.4"
 
@@ -164,6 +165,108 @@ def process_item(work: dict, settings: dict) -> ItemResult:
     return res
 
 
+# ----------------------------------------------------------------- kept audio
+def choose_kept_audio(
+    rows: list[dict], baseline_rows: list[dict], regressed: set[str], *, worst: int, flagged: int, threshold: float
+) -> dict[tuple[str, str], str]:
+    """Which (item sha256, spec id) pairs a run keeps decoded audio of, with the reason.
+
+    For every variant, its ``worst`` highest-distance items ("worst"). For every regressed
+    variant, every item whose p_jnd crossed 0.5 upwards since the baseline, and its ``flagged``
+    items that worsened most, among those whose distance rose by more than ``threshold``
+    ("flagged"). Ties break by item path, so the choice is deterministic.
+    """
+    chosen: dict[tuple[str, str], str] = {}
+    by_spec: dict[str, list[dict]] = {}
+    for r in rows:
+        by_spec.setdefault(r["spec_id"], []).append(r)
+    base = {(r["item_sha256"], r["spec_id"]): r for r in baseline_rows}
+    for spec_id, mine in by_spec.items():
+        if spec_id in regressed:
+            changes = []
+            for r in mine:
+                b = base.get((r["item_sha256"], spec_id))
+                if b is None:
+                    continue
+                if b.get("p_jnd") is not None and r.get("p_jnd") is not None and b["p_jnd"] < 0.5 <= r["p_jnd"]:
+                    chosen[(r["item_sha256"], spec_id)] = "flagged: p_jnd crossed 0.5"
+                change = r["distance"] - b["distance"]
+                if change > threshold:
+                    changes.append((-change, r.get("path") or "", r["item_sha256"]))
+            for change, _, sha in sorted(changes)[:flagged]:
+                chosen.setdefault((sha, spec_id), f"flagged: distance +{-change:.3f} since the baseline")
+        for r in sorted(mine, key=lambda r: (-r["distance"], r.get("path") or ""))[:worst]:
+            chosen.setdefault((r["item_sha256"], spec_id), "worst")
+    return chosen
+
+
+def _audio_name(sha256: str, spec_id: str = "", encoder_version: str | None = None) -> str:
+    """Content-addressed file name of kept audio: the same item, spec and encoder build always
+    decode to the same file, so later nights reuse it."""
+    import hashlib
+
+    if not spec_id:
+        return f"{sha256[:16]}-reference.flac"
+    build = hashlib.sha256((encoder_version or "").encode()).hexdigest()[:8]
+    return f"{sha256[:16]}-{spec_id}-{build}.flac"
+
+
+def _write_flac(path: Path, samples: np.ndarray, rate: int) -> None:
+    """16-bit FLAC, written next to its final name then renamed (a killed run leaves no half file).
+    Samples beyond full scale are clipped, as playback would."""
+    import soundfile as sf
+
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        sf.write(tmp, np.clip(samples, -1.0, 1.0), rate, format="FLAC", subtype="PCM_16")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def keep_item_audio(work: dict, settings: dict, audio_dir: Path) -> list[dict]:
+    """Render again the chosen variants of one item and keep them, with the reference, as FLAC in
+    ``audio_dir``. ``work``: ``sha256``, ``path``, ``abspath``, ``specs`` (dicts with ``id``,
+    ``encoder_version``, ``spec``, ``reason``). Files already there are reused. Returns
+    kept-audio rows; a failure is a row with its error, never an exception."""
+    from jndqa.variants import VariantError, load_reference, normalize_loudness, parse_variants, render_all
+
+    audio_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    todo = []
+    for s in work["specs"]:
+        name = _audio_name(work["sha256"], s["id"], s["encoder_version"])
+        row = {"item_sha256": work["sha256"], "spec_id": s["id"], "path": str(audio_dir / name), "reason": s["reason"]}
+        rows.append(row)
+        if not (audio_dir / name).exists():
+            todo.append((s, row))
+    ref_row = {"item_sha256": work["sha256"], "spec_id": "", "reason": "reference",
+               "path": str(audio_dir / _audio_name(work["sha256"]))}  # fmt: skip
+    if not todo and Path(ref_row["path"]).exists():
+        return [ref_row, *rows]
+    try:
+        ref = load_reference(work["abspath"], name=work["path"], ffmpeg=settings.get("ffmpeg"))
+        if settings.get("normalize_corpus") is not None:
+            ref = normalize_loudness(ref, settings["normalize_corpus"])
+    except VariantError as exc:
+        for row in (ref_row, *rows):
+            row.update(path=None, error=str(exc))
+        return [ref_row, *rows]
+    if not Path(ref_row["path"]).exists():
+        _write_flac(Path(ref_row["path"]), ref.samples, ref.rate)
+    if todo:
+        specs = parse_variants([s["spec"] for s, _ in todo], base_dir=settings.get("base_dir"))
+        rendered = render_all(ref, specs, ffmpeg=settings.get("ffmpeg"), timeout=settings.get("timeout", 120.0),
+                              match_loudness=settings.get("match_loudness", False),
+                              workers=settings.get("render_workers", 2))  # fmt: skip
+        for (_, row), r in zip(todo, rendered, strict=True):
+            if isinstance(r, VariantError):
+                row.update(path=None, error=str(r))
+            else:
+                _write_flac(Path(row["path"]), r.samples, r.rate)
+    return [ref_row, *rows]
+
+
 # ---------------------------------------------------------------------- night
 def _new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
@@ -186,7 +289,7 @@ class Night:
         try:
             self.model_id, self.model_version = resolve_model(cfg.metric.model)
             self.protocol_key = protocol_key(cfg)
-            base_dir = str(config_path.parent) if config_path else None
+            base_dir = self.base_dir = str(config_path.parent) if config_path else None
             self.specs = parse_variants(cfg.variants, base_dir=base_dir)
             self.failures: list[dict] = []
             self.spec_versions: dict[str, str | None] = {}
@@ -257,7 +360,7 @@ class Night:
             "hop": m.hop_seconds, "tolerance": m.length_tolerance,
             "ffmpeg": str(self.cfg.ffmpeg) if self.cfg.ffmpeg else None, "timeout": self.cfg.runner.timeout,
             "match_loudness": self.cfg.loudness.match, "normalize_corpus": self.cfg.loudness.normalize_corpus,
-            "render_workers": self.cfg.runner.workers,
+            "render_workers": self.cfg.runner.workers, "base_dir": self.base_dir,
         }  # fmt: skip
 
     def record(self, result: ItemResult) -> None:
@@ -290,6 +393,8 @@ class Night:
             )  # fmt: skip
         failures = self.store.run_failures(self.run_id)
         regressions = [c for c in comparisons if c.regressed]
+        kept = self.keep_audio(rows, self.store.run_scores(baseline) if baseline else [],
+                               {c.spec_id for c in regressions})  # fmt: skip
         if regressions and cfg.regression.fail_on_regression:
             status = "regressed"
         elif failures:
@@ -330,12 +435,49 @@ class Night:
             "comparisons": [c.as_dict() for c in comparisons],
             "baseline": baseline,
             "baseline_note": why,
+            "kept_audio": sum(1 for k in kept if k["spec_id"] and k.get("path")),
             "report": report,
             "seconds": round(time.perf_counter() - self.started, 3),
         }
         with self.store.transaction() as con:
             con.execute("UPDATE runs SET baseline_run = ? WHERE run_id = ?", [baseline, self.run_id])
         self.store.finish_run(self.run_id, status, summary)
+        return summary
+
+    def keep_audio(self, rows: list[dict], baseline_rows: list[dict], regressed: set[str]) -> list[dict]:
+        """Keep the decoded audio the report needs (:func:`choose_kept_audio`) under ``<out>/audio``."""
+        chosen = choose_kept_audio(rows, baseline_rows, regressed, worst=self.cfg.keep_audio,
+                                   flagged=self.cfg.keep_flagged, threshold=self.cfg.regression.threshold)  # fmt: skip
+        if not chosen:
+            return []
+        specs = {s.id: s for s in self.specs}
+        versions = {(r["item_sha256"], r["spec_id"]): r["encoder_version"] for r in rows}
+        kept: list[dict] = []
+        for item in self.items:
+            mine = [(spec_id, reason) for (sha, spec_id), reason in chosen.items() if sha == item.sha256]
+            if not mine:
+                continue
+            work = {"sha256": item.sha256, "path": item.path, "abspath": str(item.abspath),
+                    "specs": [{"id": spec_id, "encoder_version": versions[(item.sha256, spec_id)], "reason": reason,
+                               "spec": specs[spec_id].model_dump(mode="json", exclude_none=True)}
+                              for spec_id, reason in sorted(mine)]}  # fmt: skip
+            kept += keep_item_audio(work, self.settings, self.out / "audio")
+        self.store.keep_audio(self.run_id, kept)
+        return kept
+
+    def report(self, summary: dict, out: Path | None = None) -> dict:
+        """Render the run's HTML report (into ``<out>/report`` by default); the summary gains its path.
+        A report that cannot be written is said in the summary; the run's results stand."""
+        from jndqa.reports import render_report
+
+        try:
+            result = render_report(self.store, out or self.out / "report", self.run_id)
+            summary["report"] = str(result.run_page)
+        except Exception as exc:  # the night's results are stored; say why there is no report
+            summary["report"] = None
+            summary["report_error"] = f"{type(exc).__name__}: {exc}"
+        with self.store.transaction() as con:
+            con.execute("UPDATE runs SET summary = ? WHERE run_id = ?", [json.dumps(summary), self.run_id])
         return summary
 
     def close(self) -> None:

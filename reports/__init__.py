@@ -1,1 +1,9 @@
-"""jndqa.reports"""
+"""HTML reports: Plotly figures, Jinja2 templates, run index, trends.
+
+Reads the store (and the audio files a run kept) and writes a folder of static
+pages that open from disk with no network.
+"""
+
+from .render import ReportError, ReportResult, render_report
+
+__all__ = ["ReportError", "ReportResult", "render_report"]

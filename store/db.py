@@ -69,6 +69,12 @@ MIGRATIONS: list[list[str]] = [
             created TIMESTAMP)""",
         "CREATE TABLE accepted (run_id VARCHAR PRIMARY KEY, accepted TIMESTAMP)",
     ],
+    [  # 2: decoded audio a run keeps for its report (path is NULL when keeping it failed: see error)
+        """CREATE TABLE kept_audio (
+            run_id VARCHAR, item_sha256 VARCHAR, spec_id VARCHAR, path VARCHAR, reason VARCHAR, error VARCHAR,
+            PRIMARY KEY (run_id, item_sha256, spec_id))""",
+    ],
+
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -395,6 +401,63 @@ class Store:
     def run_failures(self, run_id: str) -> list[dict]:
         with self.connect() as con:
             return _dicts(con.execute("SELECT * FROM failures WHERE run_id = ? ORDER BY created", [run_id]))
+
+    # ------------------------------------------------------ what reports read
+    def run_items(self, run_id: str) -> list[dict]:
+        """The items a run saw (path as the run named it, rate, channels, duration, loudness, tags)."""
+        with self.connect() as con:
+            cur = con.execute(
+                """SELECT l.sha256, l.path, i.rate, i.channels, i.duration, i.loudness, i.tags
+                   FROM run_items l JOIN items i USING (sha256) WHERE l.run_id = ? ORDER BY l.path""",
+                [run_id],
+            )
+            return _dicts(cur)
+
+    def run_variants(self, run_id: str) -> list[dict]:
+        """A run's variants: spec id, label, encoder version and the spec (a dict), in label order."""
+        with self.connect() as con:
+            cur = con.execute(
+                """SELECT v.spec_id, v.label, v.encoder_version, s.spec
+                   FROM run_variants v LEFT JOIN variant_specs s USING (spec_id) WHERE v.run_id = ? ORDER BY v.label""",
+                [run_id],
+            )
+            rows = _dicts(cur)
+        for r in rows:
+            r["spec"] = json.loads(r["spec"]) if r["spec"] else {}
+        return rows
+
+    def variant_means(self) -> list[dict]:
+        """Mean distance and item count of every variant label in every run, for trend charts."""
+        with self.connect() as con:
+            cur = con.execute(
+                """SELECT l.run_id, r.started, r.model_id, r.model_version, r.protocol, v.label,
+                          avg(s.distance) AS mean_distance, count(*) AS items
+                   FROM run_scores l
+                   JOIN scores s USING (item_sha256, spec_id, encoder_version, model_id, model_version, protocol)
+                   JOIN runs r ON r.run_id = l.run_id
+                   JOIN run_variants v ON v.run_id = l.run_id AND v.spec_id = l.spec_id
+                   GROUP BY ALL ORDER BY r.started, v.label"""
+            )
+            return _dicts(cur)
+
+    def keep_audio(self, run_id: str, rows: Sequence[dict]) -> None:
+        """Record decoded audio kept for a run's report: ``item_sha256``, ``spec_id`` (``""`` for the
+        reference), ``path``, ``reason``, ``error`` (when keeping failed)."""
+        with self.transaction() as con:
+            for r in rows:
+                con.execute(
+                    "INSERT OR REPLACE INTO kept_audio VALUES (?, ?, ?, ?, ?, ?)",
+                    [run_id, r["item_sha256"], r["spec_id"], r.get("path"), r.get("reason"), r.get("error")],
+                )
+
+    def kept_audio(self, run_id: str) -> list[dict]:
+        with self.connect() as con:
+            cur = con.execute(
+                "SELECT item_sha256, spec_id, path, reason, error FROM kept_audio WHERE run_id = ? "
+                "ORDER BY item_sha256, spec_id",
+                [run_id],
+            )
+            return _dicts(cur)
 
 
 def _dicts(cur: duckdb.DuckDBPyConnection) -> list[dict]:

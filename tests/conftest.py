@@ -76,3 +76,24 @@ def prefect_harness(prefect_env):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """A real headless Chromium (Debian's `chromium`, installed by `make test` as root), driven
+    over the DevTools protocol by tests/chromium.py."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("jndqa_test_chromium", Path(__file__).with_name("chromium.py"))
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    exe = mod.find_chromium()
+    if exe is None:
+        pytest.skip("no chromium on PATH: `make test` installs Debian's chromium when run as root")
+    b = mod.Chromium(exe)
+    try:
+        yield b
+    finally:
+        b.close()

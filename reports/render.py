@@ -1,0 +1,534 @@
+"""Static HTML reports from the store: an index of runs, a page per run, a page per item.
+
+Layout of a report folder (everything relative, so it opens straight from disk)::
+
+    index.html                     all runs, newest first, and each variant's trend
+    runs/<run>/index.html          one run: verdict, regressions, curves, heatmap, failures
+    runs/<run>/items/<item>.html   one item: listen, per-window distances, spectrogram difference
+    audio/*.flac                   the decoded audio the runs kept (hard links when possible)
+    plotly.min.js report.js report.css   written once per folder
+
+Text from configs, file names and metadata is escaped by Jinja2 (autoescape) in HTML, by
+:func:`_script_json` inside ``<script>`` blocks, and by :func:`figures.plotly_text` in Plotly
+labels. Reading the store never writes to it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import figures
+from .spectrum import SpectrumError, spectrogram_difference
+
+__all__ = ["ReportError", "ReportResult", "render_report"]
+
+STATUS_TEXT = {
+    "passed": "passed",
+    "regressed": "regressed",
+    "failed_items": "failed items",
+    "running": "running",
+    "killed": "killed",
+}
+
+
+class ReportError(RuntimeError):
+    """The report cannot be written as asked (no such run, an empty store)."""
+
+
+@dataclass
+class ReportResult:
+    """Where the report went and what it holds."""
+
+    root: Path
+    index: Path
+    run_page: Path
+    run_id: str
+    pages: int
+    audio_files: int
+    bytes: int
+    seconds: float
+
+
+# ------------------------------------------------------------------ helpers
+def _clean(obj: Any) -> Any:
+    """JSON-safe: NaN and infinities become null (JSON.parse rejects them)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def _script_json(obj: Any) -> str:
+    """JSON that cannot close its ``<script>`` element or open a comment, whatever strings it holds."""
+    text = json.dumps(_clean(obj), separators=(",", ":"), default=str)
+    return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+
+
+def _safe_name(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", s) or "_"
+
+
+def _fmt(x: float | None, spec: str, suffix: str = "", none: str = "—") -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return none
+    return f"{x:{spec}}{suffix}"
+
+
+def _json_field(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+class _Figures:
+    """Places figures: a ``div`` the page script draws into, with the figure's JSON beside it."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, fig: dict) -> Any:
+        from markupsafe import Markup
+
+        self.count += 1
+        fid = f"fig{self.count}"
+        return Markup(
+            f'<div class="figure" id="{fid}" data-figure="{fid}-data"></div>\n'
+            f'<script type="application/json" id="{fid}-data">{_script_json(fig)}</script>'
+        )
+
+
+def _environment():
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+    env = Environment(
+        loader=FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return env
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def _write_static(root: Path) -> None:
+    """plotly.min.js (from the installed plotly package, never a CDN), report.js, report.css."""
+    import plotly
+
+    plotly_js = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    target = root / "plotly.min.js"
+    if not target.exists() or target.stat().st_size != plotly_js.stat().st_size:
+        shutil.copyfile(plotly_js, target)
+    static = Path(__file__).parent / "static"
+    for name in ("report.js", "report.css"):
+        shutil.copyfile(static / name, root / name)
+
+
+def _place_audio(src: str | None, root: Path) -> str | None:
+    """Put a kept audio file in the report's ``audio/`` folder (hard link, else copy); returns its
+    path relative to the report root, None when the file is gone."""
+    if not src:
+        return None
+    source = Path(src)
+    if not source.is_file():
+        return None
+    dest = root / "audio" / source.name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists():
+        if dest.samefile(source) or dest.stat().st_size == source.stat().st_size:
+            return f"audio/{source.name}"
+        dest.unlink()
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copyfile(source, dest)
+    return f"audio/{source.name}"
+
+
+def _folder_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+# --------------------------------------------------------------------- entry
+def render_report(store: Any, out: str | Path, run_id: str | None = None) -> ReportResult:
+    """Render ``run_id`` (default: the newest run) and the index into ``out``.
+
+    ``store`` is a :class:`jndqa.store.Store` or the path of a database (opened read-only).
+    Pages of other runs already in ``out`` are kept; the index links every run that has one.
+    """
+    from jndqa.store import Store
+
+    t0 = time.perf_counter()
+    if not isinstance(store, Store):
+        store = Store(store, read_only=True)
+    runs = store.runs()
+    if not runs:
+        raise ReportError(f"{store.path}: no runs stored yet; run `jndqa run CONFIG` first")
+    if run_id is None:
+        run_id = runs[0]["run_id"]
+    elif not any(r["run_id"] == run_id for r in runs):
+        raise ReportError(f"{store.path}: no run {run_id!r}; `jndqa runs --db {store.path}` lists them")
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    _write_static(root)
+    env = _environment()
+    common = {
+        "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "version": _version(),
+        "db": str(store.path),
+    }
+    pages, audio = _render_run(store, root, run_id, env, common)
+    index = _render_index(store, root, runs, env, common)
+    run_page = root / "runs" / _safe_name(run_id) / "index.html"
+    return ReportResult(
+        root=root,
+        index=index,
+        run_page=run_page,
+        run_id=run_id,
+        pages=pages + 1,
+        audio_files=audio,
+        bytes=_folder_bytes(root),
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("jndqa")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+# --------------------------------------------------------------------- index
+def _render_index(store, root: Path, runs: list[dict], env, common: dict) -> Path:
+    fig = _Figures()
+    rows = []
+    links = {}
+    for r in runs:
+        page = root / "runs" / _safe_name(r["run_id"]) / "index.html"
+        link = f"runs/{_safe_name(r['run_id'])}/index.html" if page.exists() else None
+        if link:
+            links[r["run_id"]] = link
+        rows.append(
+            {
+                **r,
+                "link": link,
+                "status_text": STATUS_TEXT.get(r["status"], r["status"]),
+                "started": str(r["started"])[:19],
+            }
+        )
+    means = store.variant_means()
+    combos = {(m["model_id"], m["model_version"], m["protocol"]) for m in means}
+    points = []
+    for m in means:
+        series = m["label"]
+        if len(combos) > 1:
+            series += f" ({m['model_id']} {m['model_version']}, {m['protocol']})"
+        points.append({**m, "series": series})
+    trend = fig(figures.trend(points, links)) if points else None
+    path = root / "index.html"
+    _write(path, env.get_template("index.html.j2").render(root="", title="Runs", runs=rows, trend=trend, **common))
+    return path
+
+
+# ----------------------------------------------------------------------- run
+def _verdict(run: dict, summary: dict | None, comparisons: list[dict], failures: list[dict]) -> dict:
+    status = run["status"]
+    regressed = [c["label"] for c in comparisons if c["regressed"]]
+    if status == "passed":
+        headline = (
+            "No variant regressed against the baseline."
+            if comparisons
+            else "Every item scored; there was nothing to compare against."
+        )
+        word = "PASSED"
+    elif status == "regressed":
+        word = "REGRESSED"
+        headline = f"{len(regressed)} variant{'s' if len(regressed) != 1 else ''} regressed: {', '.join(regressed)}."
+    elif status == "failed_items":
+        word = "FAILED ITEMS"
+        headline = f"{len(failures)} item/variant failure{'s' if len(failures) != 1 else ''}, recorded below."
+        if regressed:
+            headline += f" Regressed: {', '.join(regressed)}."
+    else:
+        word = status.upper()
+        headline = (
+            f"The run is {status}: it did not finish. The figures show the scores it stored "
+            "before it stopped; rerun the config to complete it (stored scores are reused)."
+        )
+    return {"word": word, "headline": headline, "css": status}
+
+
+def _definition(spec: dict) -> str:
+    parts = []
+    if spec.get("encode"):
+        parts.append("encode: " + " ".join(map(str, spec["encode"])))
+        if spec.get("decode"):
+            parts.append("decode: " + " ".join(map(str, spec["decode"])))
+    elif spec.get("codec"):
+        parts.append(f"codec {spec['codec']}")
+    for key in ("bitrate", "container", "rate", "channels", "effects"):
+        if spec.get(key) is not None:
+            parts.append(f"{key} {spec[key]}")
+    return "; ".join(parts) or json.dumps(spec, sort_keys=True)
+
+
+def _render_run(store, root: Path, run_id: str, env, common: dict) -> tuple[int, int]:
+    run = store.run(run_id)
+    summary = _json_field(run.get("summary"))
+    config = _json_field(run.get("config")) or {}
+    tools = _json_field(run.get("tool_versions")) or {}
+    rows = store.run_scores(run_id)
+    variants = store.run_variants(run_id)
+    items = store.run_items(run_id)
+    failures = store.run_failures(run_id)
+    kept = {(k["item_sha256"], k["spec_id"]): k for k in store.kept_audio(run_id)}
+    baseline_id = run.get("baseline_run")
+    baseline_rows = store.run_scores(baseline_id) if baseline_id else []
+    base = {(r["item_sha256"], r["spec_id"]): r for r in baseline_rows}
+    comparisons = (summary or {}).get("comparisons", [])
+    if summary:
+        baseline_note = summary.get("baseline_note") or ""
+    else:
+        baseline_note = "The run did not finish, so it was not compared with a baseline."
+    if not baseline_id and summary:
+        baseline_note = f"No baseline: {baseline_note}." if not baseline_note.startswith("No ") else baseline_note
+
+    run_dir = root / "runs" / _safe_name(run_id)
+    fig = _Figures()
+    item_link = {it["sha256"]: f"items/{it['sha256'][:16]}.html" for it in items}
+    labels = [v["label"] for v in variants]
+    by_key = {(r["item_sha256"], r["spec_id"]): r for r in rows}
+
+    # Rate-quality curves: one chart per codec family, this run and its baseline.
+    families: dict[str, list[dict]] = {}
+    for v in variants:
+        kbps = figures.bitrate_kbps(v["spec"])
+        if kbps is not None:
+            families.setdefault(figures.codec_family(v["spec"]), []).append({**v, "kbps": kbps})
+    rate_quality = []
+    for family, members in sorted(families.items()):
+        overlays = []
+        for name, source, dash in (("this run", rows, "solid"), ("baseline", baseline_rows, "dash")):
+            points = []
+            for v in members:
+                d = [r["distance"] for r in source if r["spec_id"] == v["spec_id"]]
+                if d:
+                    mean, lo, hi = figures.mean_ci(d)
+                    points.append((v["kbps"], mean, lo, hi, v["label"], len(d)))
+            if points:
+                overlays.append(
+                    {"name": name if source is rows else f"baseline {baseline_id}", "dash": dash, "points": points}
+                )
+        if overlays:
+            rate_quality.append(fig(figures.rate_quality(family, overlays)))
+
+    heatmap = distribution = None
+    if rows:
+        z = [[(by_key.get((it["sha256"], v["spec_id"])) or {}).get("distance") for v in variants] for it in items]
+        heatmap = fig(
+            figures.heatmap([it["path"] for it in items], labels, z, [item_link[it["sha256"]] for it in items])
+        )
+        series = []
+        for v in variants:
+            for group, source in (("baseline", baseline_rows), ("candidate", rows)):
+                mine = [r for r in source if r["spec_id"] == v["spec_id"]]
+                if mine:
+                    series.append(
+                        {
+                            "name": v["label"],
+                            "group": "this run" if group == "candidate" else "baseline",
+                            "values": [r["distance"] for r in mine],
+                            "items": [r.get("path") or r["item_sha256"][:16] for r in mine],
+                        }
+                    )
+        distribution = fig(figures.distance_distribution(series))
+
+    item_rows = []
+    for it in items:
+        mine = [by_key[(it["sha256"], v["spec_id"])] for v in variants if (it["sha256"], v["spec_id"]) in by_key]
+        worst = max(mine, key=lambda r: r["distance"]) if mine else None
+        item_rows.append(
+            {
+                "path": it["path"],
+                "link": item_link[it["sha256"]],
+                "tags": ", ".join(it["tags"] or []),
+                "duration": _fmt(it["duration"], ".1f", " s"),
+                "format": f"{it['rate']} Hz / {it['channels']} ch",
+                "loudness": _fmt(it["loudness"], ".1f", " LUFS"),
+                "worst_label": worst["label"] if worst else "—",
+                "worst_distance": _fmt(worst and worst["distance"], ".4f"),
+                "kept": any(k[0] == it["sha256"] and k[1] and kept[k].get("path") for k in kept),
+            }
+        )
+
+    fail_by_spec: dict[str, int] = {}
+    for f in failures:
+        fail_by_spec[f["spec_id"]] = fail_by_spec.get(f["spec_id"], 0) + 1
+    variant_rows = []
+    for v in variants:
+        d = [r["distance"] for r in rows if r["spec_id"] == v["spec_id"]]
+        variant_rows.append(
+            {
+                **v,
+                "definition": _definition(v["spec"]),
+                "n_items": len(d),
+                "mean": _fmt(sum(d) / len(d), ".4f") if d else "—",
+                "failures": fail_by_spec.get(v["spec_id"], 0),
+            }
+        )
+    scored = len({r["item_sha256"] for r in rows})
+    counts = (
+        f"{len(items)} items × {len(variants)} variants: {len(rows)} scores "
+        f"({sum(1 for r in rows if r['reused'])} reused from earlier nights), {len(failures)} failures; "
+        f"{scored} items scored. Model {run['model_id']} {run['model_version']}, "
+        f"protocol {run['protocol']}."
+    )
+    threshold = (config.get("regression") or {}).get("threshold", "the configured threshold")
+    page = env.get_template("run.html.j2").render(
+        root="../../",
+        title=f"run {run_id}",
+        run={**run, "started": str(run["started"])[:19], "finished": str(run["finished"] or "")[:19]},
+        verdict=_verdict(run, summary, comparisons, failures),
+        counts=counts,
+        baseline_note=baseline_note,
+        comparisons=comparisons,
+        threshold=threshold,
+        rate_quality=rate_quality,
+        has_baseline=bool(baseline_rows),
+        heatmap=heatmap,
+        distribution=distribution,
+        items=item_rows,
+        failures=failures,
+        variants=variant_rows,
+        tools=sorted((str(k), str(v)) for k, v in tools.items()),
+        config=json.dumps(config, indent=2, sort_keys=True, default=str),
+        **common,
+    )
+    _write(run_dir / "index.html", page)
+
+    # Item pages.
+    audio_files = 0
+    fail_by_item: dict[str, list[dict]] = {}
+    for f in failures:
+        fail_by_item.setdefault(f["item"], []).append(f)
+    for it in items:
+        n_audio = _render_item(
+            it, variants, by_key, base, kept, fail_by_item.get(it["path"], []), run, root, run_dir, env, common, config
+        )
+        audio_files += n_audio
+    return 1 + len(items), audio_files
+
+
+def _render_item(it, variants, by_key, base, kept, failures, run, root, run_dir, env, common, config) -> int:
+    fig = _Figures()
+    rel_root = "../../../"
+    keep_n = config.get("keep_audio", 3)
+    ref_kept = kept.get((it["sha256"], ""))
+    ref_src = _place_audio(ref_kept.get("path"), root) if ref_kept else None
+    placed = 1 if ref_src else 0
+    reference = {"src": rel_root + ref_src if ref_src else None, "note": _missing_note(ref_kept, keep_n)}
+    sections = []
+    for v in variants:
+        r = by_key.get((it["sha256"], v["spec_id"]))
+        if r is None:
+            continue
+        k = kept.get((it["sha256"], v["spec_id"]))
+        src = _place_audio(k.get("path"), root) if k else None
+        placed += 1 if src else 0
+        audio_id = f"audio-{v['spec_id']}" if src else None
+        b = base.get((it["sha256"], v["spec_id"]))
+        windows = list(zip(r["window_starts"] or [], r["window_ends"] or [], r["window_distances"] or [], strict=True))
+        if not windows:  # official protocol: one value for the whole item
+            windows = [(0.0, float(it["duration"] or 0.0), r["distance"])]
+        bwin = None
+        if b and b.get("window_starts"):
+            bwin = list(zip(b["window_starts"], b["window_ends"], b["window_distances"], strict=True))
+        spectrogram = note = None
+        if ref_src and src:
+            try:
+                t, f, d = spectrogram_difference(root / ref_src, root / src)
+                spectrogram = fig(figures.spectrogram_difference(t, f, d, limit=30.0))
+            except SpectrumError as exc:
+                note = f"No spectrogram difference: {exc}"
+        offset = r.get("offset_samples")
+        rate = it["rate"] or 0
+        sections.append(
+            {
+                "spec_id": v["spec_id"],
+                "label": v["label"],
+                "distance": r["distance"],
+                "p_jnd": _fmt(r.get("p_jnd"), ".3f") + ("" if r.get("p_jnd_calibrated") else " (uncalibrated)"),
+                "baseline": b["distance"] if b else None,
+                "loudness": (
+                    f"{_fmt(r.get('loudness_variant'), '.1f', ' LUFS')} "
+                    f"({_fmt(r.get('loudness_delta'), '+.2f', ' LU')} against the reference)"
+                ),
+                "offset": (
+                    f"{offset} samples ({offset / rate * 1000:.2f} ms) removed to align; correlation "
+                    f"{_fmt(r.get('correlation'), '.3f')}"
+                )
+                if offset is not None and rate
+                else "—",
+                "encoder_version": r.get("encoder_version"),
+                "reason": (k or {}).get("reason") if src else None,
+                "src": rel_root + src if src else None,
+                "note": _missing_note(k, keep_n),
+                "strip": fig(figures.window_strip(windows, bwin, audio_id)),
+                "spectrogram": spectrogram,
+                "spectrogram_note": note,
+            }
+        )
+    sections.sort(key=lambda s: -s["distance"])
+    page = env.get_template("item.html.j2").render(
+        root=rel_root,
+        title=it["path"],
+        run=run,
+        item={
+            "path": it["path"],
+            "format": f"{it['rate']} Hz, {it['channels']} channel(s)",
+            "duration": _fmt(it["duration"], ".2f", " s"),
+            "loudness": _fmt(it["loudness"], ".1f", " LUFS"),
+            "tags": ", ".join(it["tags"] or []),
+        },
+        reference=reference,
+        variants=sections,
+        failures=failures,
+        **common,
+    )
+    _write(run_dir / "items" / f"{it['sha256'][:16]}.html", page)
+    return placed
+
+
+def _missing_note(kept: dict | None, keep_n: int) -> str:
+    if kept is None:
+        return (
+            f"Audio not kept: a run keeps the decoded audio of each variant's {keep_n} worst items and of "
+            "flagged items (keep_audio / keep_flagged in the config)."
+        )
+    if kept.get("error"):
+        return f"Audio could not be kept: {kept['error']}"
+    return f"Audio file missing: {kept.get('path')} (deleted since the run?)"
