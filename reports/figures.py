@@ -91,16 +91,17 @@ def mean_ci(values: Sequence[float], *, n_boot: int = 2000, seed: int = 0, level
     return float(x.mean()), float(lo), float(hi)
 
 
-def rate_quality(family: str, runs: list[dict]) -> dict:
-    """Bitrate against mean distance for one codec family. ``runs``: one dict per run to overlay
-    (``name``, ``dash``, ``points``: list of ``(kbps, mean, lo, hi, label, n)``)."""
+def rate_quality(curves: list[dict]) -> dict:
+    """Bitrate against mean distance, one curve per codec family and run. ``curves``: ``name``,
+    ``colour`` (a palette index: one per family), ``dash`` (``solid`` this run, ``dash`` the
+    baseline), ``points``: list of ``(kbps, mean, lo, hi, label, n)``."""
     data = []
-    for k, run in enumerate(runs):
+    for run in curves:
         pts = sorted(run["points"])
         if not pts:
             continue
         x = [p[0] for p in pts]
-        colour = PALETTE[k % len(PALETTE)]
+        colour = PALETTE[run["colour"] % len(PALETTE)]
         if len(pts) > 1:  # the band: upper edge, then the lower edge filled up to it
             data.append(
                 {
@@ -152,11 +153,10 @@ def rate_quality(family: str, runs: list[dict]) -> dict:
     return {
         "data": data,
         "layout": _layout(
-            title={"text": plotly_text(family), "x": 0.02},
             xaxis={"title": {"text": "bitrate (kbit/s)"}, "type": "log"},
             yaxis={"title": {"text": "mean DPAM distance"}, "rangemode": "tozero"},
-            height=340,
-            legend={"orientation": "h", "y": -0.25},
+            height=420,
+            legend={"orientation": "v"},
         ),
     }
 

@@ -329,10 +329,9 @@ def _render_run(store, root: Path, run_id: str, env, common: dict) -> tuple[int,
         kbps = figures.bitrate_kbps(v["spec"])
         if kbps is not None:
             families.setdefault(figures.codec_family(v["spec"]), []).append({**v, "kbps": kbps})
-    rate_quality = []
-    for family, members in sorted(families.items()):
-        overlays = []
-        for name, source, dash in (("this run", rows, "solid"), ("baseline", baseline_rows, "dash")):
+    curves = []
+    for k, (family, members) in enumerate(sorted(families.items())):
+        for source, dash, name in ((rows, "solid", family), (baseline_rows, "dash", f"{family} (baseline)")):
             points = []
             for v in members:
                 d = [r["distance"] for r in source if r["spec_id"] == v["spec_id"]]
@@ -340,11 +339,8 @@ def _render_run(store, root: Path, run_id: str, env, common: dict) -> tuple[int,
                     mean, lo, hi = figures.mean_ci(d)
                     points.append((v["kbps"], mean, lo, hi, v["label"], len(d)))
             if points:
-                overlays.append(
-                    {"name": name if source is rows else f"baseline {baseline_id}", "dash": dash, "points": points}
-                )
-        if overlays:
-            rate_quality.append(fig(figures.rate_quality(family, overlays)))
+                curves.append({"name": name, "colour": k, "dash": dash, "points": points})
+    rate_quality = fig(figures.rate_quality(curves)) if curves else None
 
     heatmap = distribution = None
     if rows:
@@ -415,7 +411,7 @@ def _render_run(store, root: Path, run_id: str, env, common: dict) -> tuple[int,
         verdict=_verdict(run, summary, comparisons, failures),
         counts=counts,
         baseline_note=baseline_note,
-        comparisons=comparisons,
+        comparisons=[{**c, "n_items": c["items"]} for c in comparisons],
         threshold=threshold,
         rate_quality=rate_quality,
         has_baseline=bool(baseline_rows),

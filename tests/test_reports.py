@@ -146,6 +146,7 @@ def test_night_writes_its_report_and_says_there_is_no_baseline(failed_night):
     assert HOSTILE not in html and "<script>alert" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;&#34;&#39;" in html  # in HTML text (Jinja2 autoescape)
     assert "\\u0026lt;script\\u0026gt;alert(1)\\u0026lt;/script\\u0026gt;" in html  # figure JSON, Plotly-escaped
+    assert "built-in method" not in html
     # Audio kept: keep_audio 1 -> the worst item of each scored variant, and its reference.
     kept = sorted(p.name for p in (root / "out" / "audio").iterdir())
     assert len([k for k in kept if k.endswith("-reference.flac")]) >= 1
@@ -235,15 +236,15 @@ def test_demo_report_draws_and_plays_in_chromium(demo, browser):
 
     load = browser.load(report, ready=READY)
     assert load.errors == [] and load.dialogs == []
-    # rate-quality (libmp3lame, aac, libopus, external: demo-enc), heatmap, distribution
-    assert browser.evaluate("document.querySelectorAll('.js-plotly-plot').length") == 6
-    assert all(n > 0 for n in browser.evaluate(PLOTS))
+    # rate-quality: 4 families (libmp3lame, aac, libopus, external: demo-enc) x (this night, baseline);
+    # the heatmap; the distributions: 4 variants x (this night, baseline)
+    assert browser.evaluate(PLOTS) == [8, 1, 8]
     text = browser.evaluate("document.body.innerText")
-    assert "REGRESSED" in text and "our encoder 32k" in text
+    assert "REGRESSED" in text and "our encoder 32k" in text and "built-in method" not in text
     browser.screenshot(shots.setdefault("run", report.parent / "screenshot-run.png"))
 
     # The worst item of the regressed variant: audio that plays, per-window strip, spectrogram difference.
-    heat = browser.evaluate("document.querySelectorAll('.js-plotly-plot')[4].data[0].customdata.map(r => r[0])")
+    heat = browser.evaluate("document.querySelectorAll('.js-plotly-plot')[1].data[0].customdata.map(r => r[0])")
     pages = [report.parent / link for link in heat]
     assert all(p.is_file() for p in pages) and len(pages) == 12
     checked_audio = 0
