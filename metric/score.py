@@ -26,6 +26,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -174,7 +175,9 @@ class DPAMScorer:
     ``dense`` (default) or ``official`` (parity with the release). Inputs are
     22,050 Hz, int16 scale. ``window_seconds`` / ``hop_seconds``: the ``dense``
     analysis windows; ``length_tolerance``: samples by which ``dense`` pairs may
-    differ in length (the longer is trimmed at its end).
+    differ in length (the longer is trimmed at its end). ``network``: a :class:`DPAM` to use
+    instead of the release's (a registered, fine-tuned model); ``calibrator``: its p_jnd
+    calibration (``official`` protocol only; see ``p_jnd_calibrated``).
     """
 
     def __init__(
@@ -190,6 +193,7 @@ class DPAMScorer:
         window_seconds: float = 8.0,
         hop_seconds: float = 4.0,
         length_tolerance: int = 1024,
+        calibrator: Callable[[Any], Any] | None = None,
     ):
         if window_seconds <= 0 or hop_seconds <= 0 or hop_seconds > window_seconds:
             raise ValueError("need 0 < hop_seconds <= window_seconds")
@@ -203,6 +207,9 @@ class DPAMScorer:
             network = DPAM.official(name, release)
         self.net = network.eval()
         self.model_id = network.model_id
+        # A p_jnd calibration (jndqa.metric.calibration) is fitted to official-protocol distances:
+        # it applies under ``official`` only; ``dense`` keeps the head's (uncalibrated) p_jnd.
+        self.calibrator = calibrator if protocol == "official" else None
         self.protocol = protocol
         self.dtype = dtype
         self.batch_samples = batch_samples
@@ -238,6 +245,9 @@ class DPAMScorer:
         dist = terms.sum(-1)
         with torch.inference_mode():
             p = self.net.p_jnd(dist)
+        calibrated = self.calibrator is not None
+        if calibrated:
+            p = torch.as_tensor(self.calibrator(dist.double().numpy()))
         out = []
         for i in range(terms.shape[0]):
             out.append(
@@ -245,6 +255,7 @@ class DPAMScorer:
                     float(dist[i]),
                     None if p is None else float(p[i]),
                     [float(v) for v in terms[i]],
+                    p_jnd_calibrated=calibrated,
                 )
             )
         return out

@@ -1,0 +1,649 @@
+"""Fine-tuning DPAM on same/different judgments.
+
+Input contract: pairs of mono float32 numpy signals at 22,050 Hz, each pair's two
+signals of equal length (the shorter one zero-padded at its start, as the release
+does; :func:`load_pair` does that), on the scale named by ``scale`` (``"unit"``,
+[-1, 1], by default; ``"int16"`` for the model's native scale); labels 0 = same,
+1 = different; one group key per pair (the reference recording's sha256, say).
+
+Protocol: **official** (METRIC_SPEC §2–5): each signal goes through the
+decimating network whole, normalised with its own statistics; the distance is
+the sum over the 14 layers of ``mean_c |w_l[c]| · mean_t |phi_l(test) − phi_l(ref)|``.
+This is the protocol the release's weights and head were trained with. (A model
+fine-tuned here is also usable under ``dense``, but its head and any calibrator
+are fitted to ``official`` distances.)
+
+Modes (:data:`MODES`), all starting from a copy of the parent model:
+
+- ``head``: only the classification head (scratch: 1→16→6→2 on the distance).
+- ``channels``: the per-channel distance weights (992 values) and the head.
+- ``all``: everything (kernels, betas, channel weights, head).
+
+Loss: softmax cross-entropy of the head's two logits against the label, i.e. the
+binary cross-entropy of p(different) (label 1 = different), computed from the
+logits for numerical stability; mean over the batch. Adam. Early stopping on the
+validation loss (``patience`` epochs without an improvement of ``min_delta``);
+the returned model is the best epoch's. Epoch 0 is the parent itself, so a run
+that never improves on it returns a copy of the parent (``best_epoch == 0``).
+No dropout (the release's training graph had dropout 0.5 in the head; with a
+frozen feature network and few judgments, early stopping is the regulariser).
+
+Cost: in ``head`` and ``channels`` modes the feature network is frozen, so each
+pair's per-layer, per-channel mean absolute feature differences (``[992]``: 14
+layers of 32–128 channels, :func:`pair_terms`) are computed once, without
+autograd, and training runs on those: an epoch costs tens of microseconds per
+pair (measured, one thread: 4 ms (``head``) and 8 ms (``channels``) per epoch of
+100 pairs, against 7–12 ms per pair, once, for the terms of 2–4 s pairs).
+Each reference's features are computed once and shared by its tests. ``all``
+runs the network under autograd one pair at a time and accumulates the gradients
+of a batch of ``batch_size`` pairs before each Adam step (the same update as a
+batch, up to float summation order): about 40 ms per 2 s pair and epoch, 65 ms
+for 2–4 s pairs, validation included. Measured on 2–4 s pairs, one thread: padded
+batches (rows zero-padded at their end, valid ``lengths`` passed to the network)
+cost 2x (batch 4) to 5x (batch 16) more per pair than single pairs, because of
+the padding, the masked normalisation and the larger autograd buffers; with
+equal lengths batch 16 still cost 2x.
+
+Determinism: seeded (the validation split, the batch order: numpy
+``default_rng([seed, epoch])``, one permutation per epoch, and ``torch.manual_seed``
+inside a forked RNG), with ``torch.use_deterministic_algorithms(True)`` for the
+duration of the run (restored afterwards; the setting is process-wide). Two runs
+with the same seed, data, torch version and thread count give byte-identical
+parameters; an interrupted run resumed from its checkpoint folder too.
+
+Checkpoints: with ``checkpoint_dir`` the run writes, and only there, after every
+epoch: ``epoch-NNNN.safetensors`` (the model, loadable with
+:func:`jndqa.metric.load_model`), ``epoch-NNNN.adam.safetensors`` (optimizer
+state) and then ``state.json`` (history, best epoch, a fingerprint of data and
+settings), each written atomically; ``state.json`` is the commit point, and files
+of older epochs are removed after it. Calling :func:`train` again with the same
+folder, data and settings resumes after the last committed epoch (or returns the
+finished result); a folder from different data or settings is refused.
+Without ``checkpoint_dir`` nothing is written anywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .audio import equalize_lengths, load_audio
+from .modelfile import atomic_write_bytes, parameter_digest, save_model, state_tensors
+from .network import DPAM, INT16_SCALE, N_LAYERS, Scale, layer_channels
+
+__all__ = [
+    "MODES",
+    "PROTOCOL",
+    "CheckpointMismatchError",
+    "EpochRecord",
+    "Prediction",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingError",
+    "distances_from_terms",
+    "head_logits",
+    "load_pair",
+    "pair_terms",
+    "predict",
+    "predict_from_terms",
+    "split_by_group",
+    "train",
+]
+
+Mode = Literal["head", "channels", "all"]
+MODES: tuple[str, ...] = ("head", "channels", "all")
+PROTOCOL = "official"
+#: Offsets of each layer's channels in a :func:`pair_terms` row (992 in all).
+LAYER_OFFSETS: tuple[int, ...] = tuple(int(v) for v in np.cumsum([0] + [layer_channels(i) for i in range(N_LAYERS)]))
+UNIT_SCALE_LIMIT = 2.0
+_STATE = "state.json"
+
+
+class TrainingError(ValueError):
+    """Training data or settings are unusable; the message says which and what to do."""
+
+
+class CheckpointMismatchError(TrainingError):
+    """The checkpoint folder holds a run with other data or settings."""
+
+
+# --------------------------------------------------------------------- inputs
+def load_pair(ref_path: str | Path, test_path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Load a judged pair for training: mono, 22,050 Hz, float32 on the **unit** scale.
+
+    Decoding and resampling as :func:`jndqa.metric.load_audio` (rounded to the int16
+    grid like the release, then divided by 32768, which is exact); the shorter signal
+    is zero-padded at its start to the longer one's length, as the release does.
+    Raises :class:`jndqa.metric.AudioLoadError` naming the file.
+    """
+    ref, test = equalize_lengths(load_audio(ref_path).samples, load_audio(test_path).samples)
+    scale = np.float32(1.0 / INT16_SCALE)
+    return ref * scale, test * scale
+
+
+def _check_pairs(pairs: Sequence[tuple[Any, Any]], scale: Scale) -> list[tuple[np.ndarray, np.ndarray]]:
+    if scale not in ("unit", "int16"):
+        raise TrainingError(f"scale must be 'unit' or 'int16', got {scale!r}")
+    out = []
+    for k, (ref, test) in enumerate(pairs):
+        a = np.ascontiguousarray(ref, dtype=np.float32)
+        b = np.ascontiguousarray(test, dtype=np.float32)
+        if a.ndim != 1 or b.ndim != 1 or a.size == 0:
+            raise TrainingError(f"pair {k}: expected two non-empty mono signals [L], got {a.shape} and {b.shape}")
+        if a.shape != b.shape:
+            raise TrainingError(
+                f"pair {k}: lengths {a.size} and {b.size} differ; equalise them first "
+                "(jndqa.metric.load_pair or equalize_lengths pad the shorter one at its start, as the release does)"
+            )
+        if not (np.isfinite(a).all() and np.isfinite(b).all()):
+            raise TrainingError(f"pair {k}: contains NaN or infinite samples")
+        if scale == "unit" and max(np.abs(a).max(), np.abs(b).max()) > UNIT_SCALE_LIMIT:
+            raise TrainingError(
+                f"pair {k}: samples exceed {UNIT_SCALE_LIMIT} in magnitude, so they are not on the unit scale; "
+                "pass scale='int16' if they are int16-scaled"
+            )
+        out.append((a, b))
+    return out
+
+
+def _check_labels(labels: Sequence[int] | np.ndarray, n: int) -> np.ndarray:
+    y = np.asarray(labels).reshape(-1)
+    if y.size != n:
+        raise TrainingError(f"{n} pairs but {y.size} labels; pass one label per pair")
+    if not np.isin(y, (0, 1)).all():
+        raise TrainingError("labels must be 0 (same) or 1 (different)")
+    return y.astype(np.int64)
+
+
+def split_by_group(
+    groups: Sequence[Any] | np.ndarray, fraction: float, *, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split pairs into (rest, held-out) index arrays so that no group is on both sides.
+
+    ``groups``: one key per pair (the reference's sha256, say). Groups are taken in
+    the order of ``sha256(f"{seed}:{key}")`` and added to the held-out side while that
+    brings its pair count closer to ``fraction`` of all pairs (at least one group on
+    each side). The assignment depends only on the keys, their pair counts and the
+    seed, not on the order of the pairs. Use it both for the held-out test split and,
+    inside :func:`train`, for the validation split.
+    """
+    keys = [str(g) for g in np.asarray(groups, dtype=object).reshape(-1)]
+    if not 0 < fraction < 1:
+        raise TrainingError(f"fraction must be in (0, 1), got {fraction}")
+    counts = Counter(keys)
+    if len(counts) < 2:
+        raise TrainingError(f"need at least 2 distinct groups to split, got {len(counts)}; add judgments")
+    order = sorted(counts, key=lambda k: hashlib.sha256(f"{seed}:{k}".encode()).digest())
+    target = fraction * len(keys)
+    held: set[str] = set()
+    size = 0
+    for k in order[:-1]:
+        if held and abs(size + counts[k] - target) >= abs(size - target):
+            break
+        held.add(k)
+        size += counts[k]
+    mask = np.array([k in held for k in keys])
+    return np.flatnonzero(~mask), np.flatnonzero(mask)
+
+
+# ------------------------------------------------------------ terms, distance
+def pair_terms(
+    net: DPAM, pairs: Sequence[tuple[Any, Any]], *, scale: Scale = "unit", tests_per_chunk: int = 8
+) -> Tensor:
+    """Per-layer, per-channel mean absolute feature differences ``[N, 992]`` (float32), no autograd.
+
+    Row ``n``, columns ``LAYER_OFFSETS[l]:LAYER_OFFSETS[l+1]`` hold
+    ``mean_t |phi_l(test_n) − phi_l(ref_n)|`` per channel of layer ``l`` under the
+    official protocol. They depend on the kernels and betas only, so they serve any
+    channel weights and head (:func:`distances_from_terms`). Pairs as in the module
+    docstring; pairs sharing a reference (same samples) share its features.
+    """
+    checked = _check_pairs(pairs, scale)
+    out = torch.empty(len(checked), LAYER_OFFSETS[-1], dtype=torch.float32)
+    by_ref: dict[bytes, list[int]] = {}
+    for k, (ref, _) in enumerate(checked):
+        by_ref.setdefault(hashlib.sha1(ref.tobytes()).digest() + ref.size.to_bytes(8, "little"), []).append(k)
+    with torch.no_grad():
+        for idx in by_ref.values():
+            fr = net.features(torch.from_numpy(checked[idx[0]][0])[None], scale=scale)
+            for s in range(0, len(idx), tests_per_chunk):
+                chunk = idx[s : s + tests_per_chunk]
+                ft = net.features(torch.from_numpy(np.stack([checked[k][1] for k in chunk])), scale=scale)
+                for i in range(N_LAYERS):
+                    diff = (ft.maps[i] - fr.maps[i]).abs_().mean(-1)
+                    out[chunk, LAYER_OFFSETS[i] : LAYER_OFFSETS[i + 1]] = diff.float()
+    return out
+
+
+def distances_from_terms(net: DPAM, terms: Tensor) -> Tensor:
+    """Distances ``[N]`` from :func:`pair_terms` rows with ``net``'s channel weights (differentiable)."""
+    parts = []
+    for i in range(N_LAYERS):
+        t = terms[:, LAYER_OFFSETS[i] : LAYER_OFFSETS[i + 1]]
+        if net.channel_weights is not None:
+            t = t * net.channel_weights[i].abs()
+        parts.append(t.mean(-1))
+    return torch.stack(parts, -1).sum(-1)
+
+
+def head_logits(net: DPAM, distance: Tensor) -> Tensor:
+    """The classification head's two logits ``[N, 2]`` (index 1 = different) for distances ``[N]``.
+
+    Same computation as :meth:`DPAM.p_jnd` (``softmax(logits)[:, 1]``), before the softmax.
+    """
+    if net.head is None:
+        raise TrainingError(f"model {net.model_id} ({net.model}) has no classification head; use scratch")
+    u = distance if net.head_input == "distance" else torch.sigmoid(distance)
+    return net.head(u.to(net.head[0].weight.dtype)[..., None])
+
+
+@dataclass
+class Prediction:
+    """Official-protocol distances ``[N]`` and p(different) from the model's head ``[N]``
+    (None for a model without a head), as float64 numpy arrays."""
+
+    distance: np.ndarray
+    p_jnd: np.ndarray | None
+
+
+def predict_from_terms(net: DPAM, terms: Tensor) -> Prediction:
+    """:class:`Prediction` from :func:`pair_terms` rows (computed with ``net``'s kernels and betas)."""
+    with torch.no_grad():
+        d = distances_from_terms(net, terms)
+        p = net.p_jnd(d)
+    return Prediction(d.double().numpy(), None if p is None else p.double().numpy())
+
+
+def predict(net: DPAM, pairs: Sequence[tuple[Any, Any]], *, scale: Scale = "unit") -> Prediction:
+    """Score pairs under the official protocol (as training sees them); pairs as in :func:`pair_terms`."""
+    return predict_from_terms(net, pair_terms(net, pairs, scale=scale))
+
+
+# ------------------------------------------------------------------ settings
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one fine-tuning run.
+
+    ``lr``: Adam learning rate of the head and channel weights; ``lr_network``: of the
+    kernels and betas (``all`` only). ``batch_size``: pairs per Adam step. ``epochs``:
+    the most epochs; ``patience`` / ``min_delta``: early stopping on the validation
+    loss. ``val_fraction``: share of the pairs, by group, held out for validation.
+    """
+
+    mode: Mode = "head"
+    epochs: int = 200
+    batch_size: int = 16
+    lr: float = 1e-2
+    lr_network: float = 1e-5
+    patience: int = 20
+    min_delta: float = 1e-4
+    val_fraction: float = 0.2
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise TrainingError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        for name in ("epochs", "batch_size", "patience"):
+            if int(getattr(self, name)) < 1:
+                raise TrainingError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not (self.lr > 0 and self.lr_network > 0 and self.min_delta >= 0):
+            raise TrainingError("lr and lr_network must be positive, min_delta non-negative")
+        if not 0 < self.val_fraction < 1:
+            raise TrainingError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class EpochRecord:
+    """One epoch: mean training loss over its batches (epoch 0: the parent's loss on the
+    training split), validation loss and accuracy (threshold 0.5) after it, wall seconds."""
+
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    """The outcome of :func:`train`. ``model`` is a new :class:`DPAM` (the best epoch's
+    parameters); the parent is never modified."""
+
+    model: DPAM
+    model_id: str
+    mode: str
+    seed: int
+    config: TrainConfig
+    history: list[EpochRecord]
+    best_epoch: int
+    stopped_early: bool
+    train_index: np.ndarray
+    val_index: np.ndarray
+    fingerprint: str
+    resumed_from: int | None = None
+    scale: str = "unit"
+    protocol: str = PROTOCOL
+    parent_id: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def improved(self) -> bool:
+        """Whether any epoch beat the parent on the validation loss."""
+        return self.best_epoch > 0
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {**self.config.to_dict(), "scale": self.scale, "protocol": self.protocol}
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-safe description of the run (everything but the model)."""
+        return {
+            "model_id": self.model_id,
+            "parent": self.parent_id,
+            "mode": self.mode,
+            "seed": self.seed,
+            "hyperparameters": self.hyperparameters(),
+            "best_epoch": self.best_epoch,
+            "stopped_early": self.stopped_early,
+            "resumed_from": self.resumed_from,
+            "history": [asdict(r) for r in self.history],
+            "train_pairs": len(self.train_index),
+            "val_pairs": len(self.val_index),
+            "fingerprint": self.fingerprint,
+        }
+
+
+# ------------------------------------------------------------------- internals
+@contextlib.contextmanager
+def _deterministic(seed: int) -> Iterator[None]:
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        torch.use_deterministic_algorithms(True)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
+def _trainable(net: DPAM, mode: str) -> tuple[list[Tensor], list[Tensor]]:
+    """(head + channel-weight parameters, kernel + beta parameters) trained in ``mode``."""
+    assert net.head is not None
+    fast = list(net.head.parameters())
+    if mode in ("channels", "all") and net.channel_weights is not None:
+        fast += list(net.channel_weights.parameters())
+    slow = [*net.kernels.parameters(), *net.betas.parameters()] if mode == "all" else []
+    return fast, slow
+
+
+class _Data:
+    def __init__(self, labels: np.ndarray, terms: Tensor | None, pairs: list | None, scale: Scale):
+        self.labels = torch.from_numpy(labels)
+        self.terms = terms
+        self.pairs = pairs
+        self.scale = scale
+
+    def backward(self, net: DPAM, idx: np.ndarray) -> float:
+        """Accumulate the gradient of the mean loss over the pairs ``idx``; return that loss."""
+        y = self.labels[torch.from_numpy(idx)]
+        if self.terms is not None:
+            loss = F.cross_entropy(head_logits(net, distances_from_terms(net, self.terms[torch.from_numpy(idx)])), y)
+            loss.backward()
+            return float(loss.detach())
+        assert self.pairs is not None
+        total = 0.0
+        for k, i in enumerate(idx):  # one pair at a time: no padding, the network's unmasked path
+            a, b = self.pairs[i]
+            d = net(torch.from_numpy(a)[None], torch.from_numpy(b)[None], scale=self.scale)
+            loss = F.cross_entropy(head_logits(net, d), y[k : k + 1]) / len(idx)
+            loss.backward()
+            total += float(loss.detach())
+        return total
+
+    def evaluate(self, net: DPAM, idx: np.ndarray) -> tuple[float, float]:
+        """(mean loss, accuracy at p >= 0.5) on ``idx``, without autograd."""
+        with torch.no_grad():
+            if self.terms is not None:
+                logits = head_logits(net, distances_from_terms(net, self.terms[torch.from_numpy(idx)]))
+            else:
+                assert self.pairs is not None
+                terms = pair_terms(net, [self.pairs[i] for i in idx], scale=self.scale)
+                logits = head_logits(net, distances_from_terms(net, terms))
+            y = self.labels[torch.from_numpy(idx)]
+            loss = float(F.cross_entropy(logits, y))
+            p = torch.softmax(logits, -1)[:, 1]
+            acc = float(((p >= 0.5).long() == y).double().mean())
+        return loss, acc
+
+
+def _fingerprint(parent: DPAM, config: TrainConfig, scale: str, data: _Data, groups: list[str]) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({"config": config.to_dict(), "scale": scale, "protocol": PROTOCOL}, sort_keys=True).encode())
+    h.update(parameter_digest(parent).encode())
+    h.update(data.labels.numpy().tobytes())
+    h.update("\n".join(groups).encode())
+    if data.terms is not None:
+        h.update(data.terms.numpy().tobytes())
+    else:
+        assert data.pairs is not None
+        for a, b in data.pairs:
+            h.update(a.tobytes())
+            h.update(b.tobytes())
+    return h.hexdigest()
+
+
+class _Checkpoints:
+    """The run's folder: epoch files and the ``state.json`` commit point."""
+
+    def __init__(self, folder: Path, fingerprint: str):
+        self.folder = folder
+        self.fingerprint = fingerprint
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def model_file(self, epoch: int) -> Path:
+        return self.folder / f"epoch-{epoch:04d}.safetensors"
+
+    def adam_file(self, epoch: int) -> Path:
+        return self.folder / f"epoch-{epoch:04d}.adam.safetensors"
+
+    def load_state(self) -> dict[str, Any] | None:
+        path = self.folder / _STATE
+        if not path.exists():
+            return None
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CheckpointMismatchError(f"{path}: unreadable ({exc}); delete the folder or give another") from exc
+        if state.get("fingerprint") != self.fingerprint:
+            raise CheckpointMismatchError(
+                f"{self.folder} holds a run with other data or settings; give an empty folder to start a new run"
+            )
+        return state
+
+    def commit(self, net: DPAM, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+        from safetensors.torch import save
+
+        epoch = state["epoch"]
+        save_model(net, self.model_file(epoch), metadata={"epoch": str(epoch), "fingerprint": self.fingerprint})
+        tensors = {
+            f"{pid}.{key}": value.detach().clone().contiguous()
+            for pid, slot in opt.state_dict()["state"].items()
+            for key, value in slot.items()
+        }
+        atomic_write_bytes(self.adam_file(epoch), save(tensors, metadata={"fingerprint": self.fingerprint}))
+        atomic_write_bytes(self.folder / _STATE, json.dumps(state, indent=1).encode())
+        keep = {epoch, state["best_epoch"]}
+        for p in self.folder.glob("epoch-*.safetensors"):
+            if int(p.name.split(".", 1)[0].removeprefix("epoch-")) not in keep:
+                p.unlink(missing_ok=True)
+
+    def restore(self, net: DPAM, opt: torch.optim.Optimizer, state: dict[str, Any]) -> dict[str, Tensor]:
+        """Load the last epoch into ``net`` and ``opt``; return the best epoch's parameters."""
+        from safetensors.torch import load_file
+
+        net.load_state_dict(load_file(self.model_file(state["epoch"])))
+        slots: dict[int, dict[str, Tensor]] = {}
+        for key, value in load_file(self.adam_file(state["epoch"])).items():
+            pid, name = key.split(".", 1)
+            slots.setdefault(int(pid), {})[name] = value
+        opt.load_state_dict({"state": slots, "param_groups": opt.state_dict()["param_groups"]})
+        return load_file(self.model_file(state["best_epoch"]))
+
+
+# ------------------------------------------------------------------- training
+def train(
+    parent: DPAM,
+    pairs: Sequence[tuple[Any, Any]] | None,
+    labels: Sequence[int] | np.ndarray,
+    groups: Sequence[Any] | np.ndarray,
+    config: TrainConfig | None = None,
+    *,
+    scale: Scale = "unit",
+    terms: Tensor | None = None,
+    model_id: str | None = None,
+    checkpoint_dir: str | Path | None = None,
+    progress: Callable[[EpochRecord], None] | None = None,
+) -> TrainResult:
+    """Fine-tune a copy of ``parent`` on judged pairs; see the module docstring.
+
+    ``pairs``: ``N`` (ref, test) equal-length mono float32 signals at 22,050 Hz on
+    ``scale``; may be None in ``head``/``channels`` modes when ``terms``
+    (:func:`pair_terms` of ``parent``, ``[N, 992]``) are given. ``labels``: ``N`` values,
+    0 = same, 1 = different. ``groups``: ``N`` keys (the reference's sha256); the
+    validation split (``config.val_fraction``) never splits a group. ``model_id``:
+    the new model's id (default ``dpam-<kind>-ft-<first 12 hex of its parameter
+    digest>``). ``progress`` is called with each :class:`EpochRecord` as it is made
+    (epoch 0 first); an exception from it stops the run (resumable from
+    ``checkpoint_dir``).
+    """
+    config = config or TrainConfig()
+    config.validate()
+    mode = config.mode
+    if parent.head is None:
+        raise TrainingError(f"model {parent.model_id} has no classification head to train; start from scratch")
+    if mode == "channels" and parent.channel_weights is None:
+        raise TrainingError(f"model {parent.model_id} has no channel weights; use mode 'head' or 'all'")
+    checked = None if pairs is None else _check_pairs(pairs, scale)
+    n = len(checked) if checked is not None else (0 if terms is None else int(terms.shape[0]))
+    if n == 0:
+        raise TrainingError("no pairs to train on; pass pairs (or, for head/channels, their terms)")
+    y = _check_labels(labels, n)
+    keys = [str(g) for g in np.asarray(groups, dtype=object).reshape(-1)]
+    if len(keys) != n:
+        raise TrainingError(f"{n} pairs but {len(keys)} group keys; pass one group key per pair")
+    if mode == "all" and checked is None:
+        raise TrainingError("mode 'all' trains the feature network, so it needs the pairs' signals, not terms")
+    train_idx, val_idx = split_by_group(keys, config.val_fraction, seed=config.seed)
+
+    net = copy.deepcopy(parent)
+    flags = {name: p.requires_grad for name, p in parent.named_parameters()}
+    with _deterministic(config.seed):
+        if mode != "all":
+            if terms is None:
+                assert checked is not None
+                terms = pair_terms(parent, checked, scale=scale)
+            if tuple(terms.shape) != (n, LAYER_OFFSETS[-1]):
+                raise TrainingError(f"terms must be [{n}, {LAYER_OFFSETS[-1]}], got {tuple(terms.shape)}")
+            data = _Data(y, terms.detach().float(), None, scale)
+        else:
+            data = _Data(y, None, checked, scale)
+        fingerprint = _fingerprint(parent, config, scale, data, keys)
+
+        for p in net.parameters():
+            p.requires_grad_(False)
+        fast, slow = _trainable(net, mode)
+        for p in fast + slow:
+            p.requires_grad_(True)
+        param_groups = [{"params": fast, "lr": config.lr}]
+        if slow:
+            param_groups.append({"params": slow, "lr": config.lr_network})
+        opt = torch.optim.Adam(param_groups)
+
+        ckpt = _Checkpoints(Path(checkpoint_dir), fingerprint) if checkpoint_dir is not None else None
+        state = ckpt.load_state() if ckpt else None
+        history: list[EpochRecord] = []
+        resumed_from = None
+        if state is not None:
+            assert ckpt is not None
+            best_params = ckpt.restore(net, opt, state)
+            history = [EpochRecord(**r) for r in state["history"]]
+            resumed_from = int(state["epoch"])
+        else:
+            t0 = time.perf_counter()
+            train_loss, _ = data.evaluate(net, train_idx)
+            val_loss, val_acc = data.evaluate(net, val_idx)
+            record = EpochRecord(0, train_loss, val_loss, val_acc, time.perf_counter() - t0)
+            history.append(record)
+            best_params = state_tensors(net)
+            state = {"fingerprint": fingerprint, "epoch": 0, "best_epoch": 0, "best_val": val_loss,
+                     "bad_epochs": 0, "finished": False, "history": [asdict(record)]}  # fmt: skip
+            if ckpt:
+                ckpt.commit(net, opt, state)
+            if progress:
+                progress(record)
+
+        while not state["finished"]:
+            epoch = state["epoch"] + 1
+            t0 = time.perf_counter()
+            order = np.random.default_rng([config.seed, epoch]).permutation(train_idx)
+            total = 0.0
+            for s in range(0, len(order), config.batch_size):
+                idx = order[s : s + config.batch_size]
+                opt.zero_grad(set_to_none=True)
+                loss = data.backward(net, idx)
+                opt.step()
+                total += loss * len(idx)
+            val_loss, val_acc = data.evaluate(net, val_idx)
+            record = EpochRecord(epoch, total / len(order), val_loss, val_acc, time.perf_counter() - t0)
+            history.append(record)
+            state["epoch"] = epoch
+            state["history"].append(asdict(record))
+            if val_loss < state["best_val"] - config.min_delta:
+                state.update(best_epoch=epoch, best_val=val_loss, bad_epochs=0)
+                best_params = state_tensors(net)
+            else:
+                state["bad_epochs"] += 1
+            state["finished"] = epoch >= config.epochs or state["bad_epochs"] >= config.patience
+            if ckpt:
+                ckpt.commit(net, opt, state)
+            if progress:
+                progress(record)
+
+        net.load_state_dict(best_params)
+    for name, p in net.named_parameters():
+        p.requires_grad_(flags[name])
+        p.grad = None
+    net.eval()
+    net.model_id = model_id or f"dpam-{net.model}-ft-{parameter_digest(net)[:12]}"
+    return TrainResult(
+        model=net,
+        model_id=net.model_id,
+        mode=mode,
+        seed=config.seed,
+        config=config,
+        history=history,
+        best_epoch=int(state["best_epoch"]),
+        stopped_early=int(state["epoch"]) < config.epochs,
+        train_index=train_idx,
+        val_index=val_idx,
+        fingerprint=fingerprint,
+        resumed_from=resumed_from,
+        scale=scale,
+        parent_id=parent.model_id,
+    )
