@@ -29,6 +29,8 @@ examples:
   jndqa run nightly.yaml                       one night of the regression bench
   jndqa runs --db out/jndqa.duckdb             the stored runs
   jndqa report --db out/jndqa.duckdb           HTML pages of the newest run, its items and all runs
+  jndqa retrain judgments.csv --db out/jndqa.duckdb   train a candidate metric; promote it if better
+  jndqa models --db out/jndqa.duckdb           the model registry
 """
 
 
@@ -344,6 +346,72 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ------------------------------------------------------------------- retrain
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from jndqa.metric import ReleaseNotFoundError, find_release
+    from jndqa.store import StoreError
+
+    try:
+        find_release()
+    except ReleaseNotFoundError as exc:
+        _err(str(exc))
+        return EXIT_BAD_INPUT
+    missing = [p for p in args.judgments if not Path(p).is_file()]
+    if missing:
+        _err(f"no such judgment file: {', '.join(missing)}")
+        return EXIT_BAD_INPUT
+    _prefect_env()
+    from jndqa.flows.retrain import RetrainSettings, retrain_flow
+
+    settings = RetrainSettings(mode=args.mode, margin=args.margin, golden=args.golden, seed=args.seed,
+                               epochs=args.epochs)  # fmt: skip
+    try:
+        summary = retrain_flow([str(p) for p in args.judgments], str(_db_path(args)), vars(settings))
+    except (StoreError, ValueError) as exc:
+        _err(str(exc))
+        return EXIT_BAD_INPUT
+    if args.json:
+        print(json.dumps(summary, default=str))
+    else:
+        print(f"training {summary['training_id']}: {summary['status'].upper()}: {summary.get('reason', '')}")
+        for f in summary["files"]:
+            kinds = ", ".join(f"{k} {v}" for k, v in f["quarantine_kinds"].items())
+            print(f"  {f['file']}: {f['rows']} good rows ({f['new']} new), {f['quarantined']} quarantined"
+                  f"{' (' + kinds + ')' if kinds else ''}")  # fmt: skip
+        for f in summary["file_failures"]:
+            print(f"  {f['file']}: NOT READ: {f['reason']}")
+        print(f"production model: {summary['production']}")
+        if summary.get("report"):
+            print(f"training report: {summary['report']}")
+    if summary["status"] == "failed" and not summary["files"]:
+        return EXIT_BAD_INPUT
+    if summary["status"] == "failed" or summary["file_failures"] or any(f["quarantined"] for f in summary["files"]):
+        return EXIT_PARTIAL
+    return EXIT_OK
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from jndqa.store import Store, StoreError
+
+    try:
+        store = Store(_db_path(args))
+        store.ensure_official()
+        models = store.models()
+    except StoreError as exc:
+        _err(str(exc))
+        return EXIT_BAD_INPUT
+    if args.json:
+        print(json.dumps({"models": models}, default=str))
+        return EXIT_OK
+    for m in models:
+        acc = ((m.get("metrics") or {}).get("test") or {}).get("candidate", {}).get("accuracy", {}).get("value")
+        extra = f"  held-out accuracy {acc:.3f}" if acc is not None else ""
+        print(f"{m['version']:34s} {m['status']:10s} parent {m['parent'] or '—':34s}{extra}")
+        if m.get("reason"):
+            print(f"    {m['reason']}")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
     from jndqa.metric import ReleaseNotFoundError
@@ -459,6 +527,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="report folder (default: <db folder>/report)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "retrain",
+        help="ingest same/different judgments, train a candidate metric, promote it only if it is better",
+        description="Ingest judgment files (the release's JND lists: ref<TAB>test<TAB>label; or CSV with a header "
+        "ref,test,label[,worker,timestamp,condition]; paths relative to the file; label 0 same, 1 different). "
+        "Bad rows are quarantined with their reason. A candidate is fine-tuned from the production model, "
+        "evaluated with it on held-out references and a fixed golden set, and promoted only when better. "
+        "Nothing is trained when no judgment is new. Exit 0 done (promoted, rejected or nothing new), "
+        "2 bad usage, 3 done but some rows or files were set aside.",
+        epilog="examples:\n  jndqa retrain judgments/*.csv --db out/jndqa.duckdb\n"
+        "  jndqa retrain new.csv --golden golden.csv --mode all --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("judgments", nargs="+", help="judgment files")
+    p.add_argument("--db", help="DuckDB file (default: out/jndqa.duckdb)")
+    p.add_argument("--mode", default="channels", choices=["head", "channels", "all"],
+                   help="what is trained: the head, the per-channel weights and head (default), or all")  # fmt: skip
+    p.add_argument("--golden", help="a judgment file: the fixed golden set (default: a fixed 1-in-5 reference bucket)")
+    p.add_argument("--margin", type=float, default=0.02, help="held-out accuracy to gain over production (0.02)")
+    p.add_argument("--epochs", type=int, default=200, help="most epochs (early stopping decides; 200)")
+    p.add_argument("--seed", type=int, default=0, help="seed of splits and training (0)")
+    p.add_argument("--json", action="store_true", help="print the training summary as one JSON object on stdout")
+    p.set_defaults(func=cmd_retrain)
+
+    p = sub.add_parser("models", help="list the model registry (production, candidates, rejected)")
+    p.add_argument("--db", help="DuckDB file (default: out/jndqa.duckdb)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("demo", help="run the demo on the embedded default")
     p.add_argument("--workdir", type=Path, default=None, help="working folder (default: ./demo-work)")

@@ -68,8 +68,28 @@ def _write_encoder(path: Path, build: str, extra: list[str]) -> None:
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
 
 
-def run_demo(workdir: str | Path, *, log: Callable[[str], None] = print, print_summary=None) -> int:
-    """Run the demo in ``workdir``; returns the exit status (0 when the verdict is the expected one)."""
+def _retrain(work: Path, items: list[Path], db: Path, log: Callable[[str], None]) -> None:
+    """The metric's owner receives judgments: a SIMULATED listener (no crowd offline) judges
+    degraded versions of 9 demo items, and 3 others make the golden set; retrain and gate."""
+    from jndqa.datasets import simulate_judgments
+
+    from .retrain import RetrainSettings, retrain
+
+    paths = [str(p) for p in items]
+    log("\nretraining: a simulated listener judged degraded versions of 9 demo items (3 more: the golden set)")
+    small = {"levels": 6, "trials": 8, "max_seconds": 3.0}
+    train = simulate_judgments(paths[:9], work / "judgments", seed=0, **small)
+    golden = simulate_judgments(paths[9:], work / "judgments" / "golden", seed=1, **small)
+    s = retrain([train.csv], db, RetrainSettings(golden=str(golden.csv)), log=lambda _: None)
+    log(f"training {s['training_id']}: {s['status'].upper()}: {s.get('reason', '')}")
+    if s.get("report"):
+        log(f"training report: {s['report']}  (`jndqa models --db {os.path.relpath(db)}` lists the registry)")
+
+
+def run_demo(workdir: str | Path, *, log: Callable[[str], None] = print, print_summary=None,
+             retrain: bool = True) -> int:  # fmt: skip
+    """Run the demo in ``workdir``; returns the exit status (0 when the verdict is the expected one).
+    ``retrain``: end with a retraining of the metric on simulated judgments."""
     from jndqa.datasets.demo import build_demo_corpus
     from jndqa.store import Store
 
@@ -106,6 +126,8 @@ def run_demo(workdir: str | Path, *, log: Callable[[str], None] = print, print_s
     log(f"store: {db}  (try `jndqa runs --db {os.path.relpath(db)}`)")
     reused = second["reused"] / max(second["scores"], 1)
     log(f"night 2 reused {second['reused']} of {second['scores']} scores ({reused:.0%}) from night 1")
+    if retrain:
+        _retrain(work, [corpus.root / i["path"] for i in corpus.items], db, log)
     if second.get("report"):
         log(f"report: {second['report']}")
         index = Path(second["report"]).parents[2] / "index.html"

@@ -32,15 +32,34 @@ __all__ = ["ItemResult", "Night", "choose_kept_audio", "process_item", "resolve_
 OFFICIAL_MODEL_VERSION = "dpam-0.0.4"
 
 
-def resolve_model(name: str) -> tuple[str, str]:
-    """(model id, model version) for a config's ``metric.model``. Until the registry lands,
-    ``production`` is the official scratch model."""
+def resolve_model(name: str, store: Store | None = None) -> dict:
+    """The model a config's ``metric.model`` names: ``production`` (the registry's production
+    model), a registered version (``jndqa models`` lists them), or an official model name
+    (``scratch``, ``finetune``, ... or ``dpam-scratch-official``). Returns ``model_id``,
+    ``model_version`` (stored with every score), ``weights`` (None: the release's) and
+    ``official`` (the release model's name, for the release's weights)."""
+    from jndqa.metric import MODELS
     from jndqa.metric import resolve_model as official
 
-    if name == "production":
+    from .retrain import model_key
+
+    row = None
+    if store is not None:
+        store.ensure_official()
+        row = store.production_model() if name == "production" else store.model(name)
+    elif name == "production":
         name = "scratch"
-    _, model_id = official(name)
-    return model_id, OFFICIAL_MODEL_VERSION
+    if row is not None and row.get("weights"):
+        model_id, version = model_key(row)
+        weights = str(store.model_weights(row))
+        return {"model_id": model_id, "model_version": version, "weights": weights, "official": None}
+    if row is not None:
+        name = "scratch"
+    if name not in MODELS and not any(name == f"dpam-{m}-official" for m in MODELS):
+        raise ValueError(f"metric.model {name!r} is neither an official model ({', '.join(MODELS)}) nor a "
+                         "registered version (see `jndqa models`)")  # fmt: skip
+    kind, model_id = official(name)
+    return {"model_id": model_id, "model_version": OFFICIAL_MODEL_VERSION, "weights": None, "official": kind}
 
 
 def protocol_key(cfg: RunConfig) -> str:
@@ -58,19 +77,19 @@ _SCORER_LOCK = threading.Lock()
 _SCORE_LOCK = threading.Lock()  # one scoring at a time per process: torch already uses every core
 
 
-def _scorer(model: str, protocol: str, window: float, hop: float, tolerance: int):
-    from jndqa.metric import DPAMScorer
+def _scorer(model: str | None, weights: str | None, protocol: str, window: float, hop: float, tolerance: int):
+    """A scorer per (model, protocol, windows), shared by the items of a process. ``weights``: a
+    registered model's safetensors file (with its p_jnd calibration), else the release's ``model``."""
+    from jndqa.metric import DPAMScorer, load_calibration, load_model
 
-    key = (model, protocol, window, hop, tolerance)
+    key = (model, weights, protocol, window, hop, tolerance)
     with _SCORER_LOCK:
         if key not in _SCORERS:
-            _SCORERS[key] = DPAMScorer(
-                "scratch" if model == "production" else model,
-                protocol,
-                window_seconds=window,
-                hop_seconds=hop,
-                length_tolerance=tolerance,
-            )
+            network = calibrator = None
+            if weights:
+                network, calibrator = load_model(weights), load_calibration(weights)
+            _SCORERS[key] = DPAMScorer(model or "scratch", protocol, network=network, calibrator=calibrator,
+                                       window_seconds=window, hop_seconds=hop, length_tolerance=tolerance)  # fmt: skip
         return _SCORERS[key]
 
 
@@ -123,8 +142,8 @@ def process_item(work: dict, settings: dict) -> ItemResult:
         return res
     mono = settings["protocol"] == "official"
     t1 = time.perf_counter()
-    scorer = _scorer(settings["model"], settings["protocol"], settings["window"], settings["hop"],
-                     settings["tolerance"])  # fmt: skip
+    scorer = _scorer(settings["model"], settings.get("weights"), settings["protocol"], settings["window"],
+                     settings["hop"], settings["tolerance"])  # fmt: skip
     ref22 = prepare_samples(ref.samples, ref.rate, scale="unit", mono=mono).samples
     tests = [prepare_samples(r.samples, r.rate, scale="unit", mono=mono).samples for _, r in good]
     # Rendering equalises lengths at the item's rate; resampling can leave them a sample apart.
@@ -287,7 +306,8 @@ class Night:
         self.store = Store(db)
         self.store.acquire_writer(self.run_id)
         try:
-            self.model_id, self.model_version = resolve_model(cfg.metric.model)
+            self.model = resolve_model(cfg.metric.model, self.store)
+            self.model_id, self.model_version = self.model["model_id"], self.model["model_version"]
             self.protocol_key = protocol_key(cfg)
             base_dir = self.base_dir = str(config_path.parent) if config_path else None
             self.specs = parse_variants(cfg.variants, base_dir=base_dir)
@@ -355,7 +375,8 @@ class Night:
     def settings(self) -> dict:
         m = self.cfg.metric
         return {
-            "model": self.cfg.metric.model, "protocol": m.protocol, "protocol_key": self.protocol_key,
+            "model": self.model["official"], "weights": self.model["weights"], "protocol": m.protocol,
+            "protocol_key": self.protocol_key,
             "model_id": self.model_id, "model_version": self.model_version, "window": m.window_seconds,
             "hop": m.hop_seconds, "tolerance": m.length_tolerance,
             "ffmpeg": str(self.cfg.ffmpeg) if self.cfg.ffmpeg else None, "timeout": self.cfg.runner.timeout,

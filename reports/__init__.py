@@ -5,5 +5,6 @@ pages that open from disk with no network.
 """
 
 from .render import ReportError, ReportResult, render_report
+from .training import render_training_report
 
-__all__ = ["ReportError", "ReportResult", "render_report"]
+__all__ = ["ReportError", "ReportResult", "render_report", "render_training_report"]

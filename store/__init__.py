@@ -4,9 +4,11 @@ Knows nothing of audio: it keeps rows.
 """
 
 from .compare import VariantComparison, compare_runs, holm
-from .db import SCHEMA_VERSION, SCORE_KEY, Store, StoreBusyError, StoreError
+from .db import MODEL_STATUSES, OFFICIAL_VERSION, SCHEMA_VERSION, SCORE_KEY, Store, StoreBusyError, StoreError
 
 __all__ = [
+    "MODEL_STATUSES",
+    "OFFICIAL_VERSION",
     "SCHEMA_VERSION",
     "SCORE_KEY",
     "Store",

@@ -26,6 +26,8 @@ from typing import Any
 import duckdb
 
 __all__ = [
+    "MODEL_STATUSES",
+    "OFFICIAL_VERSION",
     "SCHEMA_VERSION",
     "SCORE_KEY",
     "Store",
@@ -74,8 +76,29 @@ MIGRATIONS: list[list[str]] = [
             run_id VARCHAR, item_sha256 VARCHAR, spec_id VARCHAR, path VARCHAR, reason VARCHAR, error VARCHAR,
             PRIMARY KEY (run_id, item_sha256, spec_id))""",
     ],
-
+    [  # 3: judgments (with quarantine), the model registry, training runs
+        """CREATE TABLE judgment_files (
+            content_hash VARCHAR PRIMARY KEY, path VARCHAR, format VARCHAR, rows INTEGER, quarantined INTEGER,
+            ingested TIMESTAMP)""",
+        """CREATE TABLE judgments (
+            judgment_id VARCHAR PRIMARY KEY, ref VARCHAR, test VARCHAR, ref_sha256 VARCHAR, test_sha256 VARCHAR,
+            label INTEGER, worker VARCHAR, timestamp VARCHAR, condition VARCHAR, source VARCHAR, line INTEGER,
+            extra JSON, file_hash VARCHAR, ingested TIMESTAMP)""",
+        """CREATE TABLE quarantine (
+            file_hash VARCHAR, line INTEGER, source VARCHAR, raw VARCHAR, kind VARCHAR, reason VARCHAR,
+            ingested TIMESTAMP, PRIMARY KEY (file_hash, line))""",
+        """CREATE TABLE models (
+            version VARCHAR PRIMARY KEY, model_id VARCHAR, kind VARCHAR, parent VARCHAR, status VARCHAR,
+            data_hash VARCHAR, weights VARCHAR, weights_sha256 VARCHAR, metrics JSON, calibration JSON,
+            params JSON, reason VARCHAR, created TIMESTAMP, decided TIMESTAMP)""",
+        """CREATE TABLE trainings (
+            training_id VARCHAR PRIMARY KEY, started TIMESTAMP, finished TIMESTAMP, status VARCHAR,
+            data_hash VARCHAR, judgments INTEGER, candidate VARCHAR, decision VARCHAR, reason VARCHAR,
+            summary JSON)""",
+    ],
 ]
+OFFICIAL_VERSION = "dpam-scratch-official"  # the release's scratch weights, the first production model
+MODEL_STATUSES = ("candidate", "production", "rejected", "retired")
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -458,6 +481,133 @@ class Store:
                 [run_id],
             )
             return _dicts(cur)
+
+    # ------------------------------------------------------------ judgments
+    def ingest_judgments(self, file: dict, rows: Sequence[dict], quarantine: Sequence[dict]) -> dict:
+        """Store one judgment file's good rows and quarantined rows, idempotently: a judgment already
+        stored (same id) and a quarantined line of the same file content are not stored twice.
+        ``file``: ``content_hash``, ``path``, ``format``. Returns counts: ``new``, ``known``,
+        ``quarantined``, ``file_seen_before``."""
+        import pyarrow as pa
+
+        now = _now()
+        with self.transaction() as con:
+            seen = con.execute("SELECT count(*) FROM judgment_files WHERE content_hash = ?",
+                               [file["content_hash"]]).fetchall()[0][0]  # fmt: skip
+            before = con.execute("SELECT count(*) FROM judgments").fetchall()[0][0]
+            if rows:
+                cols = ["judgment_id", "ref", "test", "ref_sha256", "test_sha256", "label", "worker", "timestamp",
+                        "condition", "source", "line", "extra"]  # fmt: skip
+                table = pa.Table.from_pylist(
+                    [{**{c: r.get(c) for c in cols}, "file_hash": file["content_hash"], "ingested": now} for r in rows],
+                    schema=pa.schema([(c, pa.int32() if c in ("label", "line") else pa.string()) for c in cols]
+                                     + [("file_hash", pa.string()), ("ingested", pa.timestamp("us"))]),
+                )  # fmt: skip
+                con.register("new_judgments", table)
+                con.execute("INSERT OR IGNORE INTO judgments SELECT * FROM new_judgments")
+            after = con.execute("SELECT count(*) FROM judgments").fetchall()[0][0]
+            for q in quarantine:
+                con.execute(
+                    "INSERT OR IGNORE INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [file["content_hash"], q["line"], q["source"], q["raw"], q["kind"], q["reason"], now],
+                )
+            con.execute(
+                "INSERT OR IGNORE INTO judgment_files VALUES (?, ?, ?, ?, ?, ?)",
+                [file["content_hash"], str(file["path"]), file["format"], len(rows), len(quarantine), now],
+            )
+        return {"new": after - before, "known": len(rows) - (after - before), "quarantined": len(quarantine),
+                "file_seen_before": bool(seen)}  # fmt: skip
+
+    def judgments(self) -> list[dict]:
+        with self.connect() as con:
+            return _dicts(con.execute("SELECT * FROM judgments ORDER BY judgment_id"))
+
+    def quarantined(self) -> list[dict]:
+        with self.connect() as con:
+            return _dicts(con.execute("SELECT * FROM quarantine ORDER BY source, line"))
+
+    # ------------------------------------------------------------ model registry
+    def ensure_official(self) -> None:
+        """Register the release's scratch weights as the first production model (once)."""
+        with self.transaction() as con:
+            if con.execute("SELECT count(*) FROM models WHERE version = ?", [OFFICIAL_VERSION]).fetchone()[0]:
+                return
+            has_production = con.execute("SELECT count(*) FROM models WHERE status = 'production'").fetchone()[0]
+            con.execute(
+                "INSERT INTO models (version, model_id, kind, parent, status, reason, created, decided) "
+                "VALUES (?, ?, 'scratch', NULL, ?, ?, ?, ?)",
+                [OFFICIAL_VERSION, OFFICIAL_VERSION, "retired" if has_production else "production",
+                 "the official DPAM release (dpam 0.0.4), scratch model", _now(), _now()],
+            )  # fmt: skip
+
+    def models(self) -> list[dict]:
+        """The registry, newest first (read-only stores without a registry list the official model)."""
+        with self.connect() as con:
+            rows = _dicts(con.execute("SELECT * FROM models ORDER BY created DESC, version"))
+        for r in rows:
+            for key in ("metrics", "calibration", "params"):
+                r[key] = json.loads(r[key]) if r.get(key) else None
+        return rows
+
+    def model(self, version: str) -> dict | None:
+        return next((m for m in self.models() if m["version"] == version), None)
+
+    def production_model(self) -> dict:
+        """The production model's registry row; the official weights when the registry is empty."""
+        prod = [m for m in self.models() if m["status"] == "production"]
+        if prod:
+            return prod[0]
+        return {"version": OFFICIAL_VERSION, "model_id": OFFICIAL_VERSION, "kind": "scratch", "status": "production",
+                "weights": None, "weights_sha256": None, "calibration": None, "parent": None}  # fmt: skip
+
+    def model_weights(self, row: dict) -> Path | None:
+        """A registry row's weights file (stored relative to the database's folder, so a store
+        moves with its models); None for the release's weights."""
+        return self.path.parent / row["weights"] if row.get("weights") else None
+
+    def add_model(self, row: dict) -> None:
+        """Register a candidate (``status`` candidate). Its weights file must already be written."""
+        row = {**row, "status": "candidate", "created": _now()}
+        for key in ("metrics", "calibration", "params"):
+            if row.get(key) is not None and not isinstance(row[key], str):
+                row[key] = json.dumps(row[key])
+        cols = ", ".join(row)
+        with self.transaction() as con:
+            con.execute(f"INSERT INTO models ({cols}) VALUES ({', '.join('?' for _ in row)})", list(row.values()))
+
+    def decide_model(self, version: str, status: str, reason: str) -> None:
+        """Promote a candidate to production (the previous production model is retired, in the
+        same transaction) or reject it, with the reason."""
+        if status not in ("production", "rejected"):
+            raise StoreError(f"a candidate is promoted to production or rejected, not {status!r}")
+        with self.transaction() as con:
+            if status == "production":
+                con.execute("UPDATE models SET status = 'retired', decided = ? WHERE status = 'production'", [_now()])
+            con.execute("UPDATE models SET status = ?, reason = ?, decided = ? WHERE version = ?",
+                        [status, reason, _now(), version])  # fmt: skip
+
+    # ---------------------------------------------------------------- trainings
+    def begin_training(self, training_id: str, data_hash: str, judgments: int) -> None:
+        with self.transaction() as con:
+            con.execute(
+                "INSERT INTO trainings (training_id, started, status, data_hash, judgments) VALUES (?, ?, ?, ?, ?)",
+                [training_id, _now(), "running", data_hash, judgments],
+            )
+
+    def finish_training(self, training_id: str, status: str, **fields: Any) -> None:
+        if "summary" in fields and not isinstance(fields["summary"], str):
+            fields["summary"] = json.dumps(fields["summary"], default=str)
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self.transaction() as con:
+            extra = f", {sets}" if sets else ""
+            con.execute(
+                f"UPDATE trainings SET finished = ?, status = ?{extra} WHERE training_id = ?",
+                [_now(), status, *fields.values(), training_id],
+            )
+
+    def trainings(self) -> list[dict]:
+        with self.connect() as con:
+            return _dicts(con.execute("SELECT * FROM trainings ORDER BY started DESC"))
 
 
 def _dicts(cur: duckdb.DuckDBPyConnection) -> list[dict]:

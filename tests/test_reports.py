@@ -215,6 +215,11 @@ def test_demo_flags_the_broken_encoder_and_prints_its_report(demo):
     assert "verdict: REGRESSED; regressed: our encoder 32k" in r.stdout
     m = re.findall(r"^report: (\S+)$", r.stdout, re.M)  # the last: the candidate night's
     assert len(m) == 3 and m[1] == m[2] and Path(m[-1]).is_file() and Path(m[-1]).is_relative_to(work)
+    # The demo ends with a retraining on simulated judgments, and its report.
+    t = re.search(r"^training \S+: (PROMOTED|REJECTED): .*$", r.stdout, re.M)
+    assert t, r.stdout[-2000:]
+    training = re.search(r"^training report: (\S+)", r.stdout, re.M)
+    assert training and Path(training.group(1)).is_file()
     report_root = Path(m[-1]).parents[2]
     size = sum(p.stat().st_size for p in report_root.rglob("*") if p.is_file())
     assert size < 25e6, f"the demo's report is {size / 1e6:.1f} MB (goal < 25 MB)"
