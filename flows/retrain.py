@@ -142,12 +142,7 @@ def retrain(
         def log(msg: str) -> None:
             print(msg, file=sys.stderr, flush=True)
 
-    import torch
-
     from jndqa.datasets.judgments import data_hash, read_judgments
-    from jndqa.metric import evaluate, fit_calibrator, save_model
-    from jndqa.metric.modelfile import parameter_digest
-    from jndqa.metric.train import TrainConfig, load_pair, pair_terms, split_by_group, train
     from jndqa.store import Store
 
     settings = settings or RetrainSettings()
@@ -198,85 +193,110 @@ def retrain(
             return _done(summary, started)
 
         store.begin_training(training_id, dhash, len(rows))
-        parent, parent_cal = load_network(store, production)
-        refs = np.array([r["ref_sha256"] for r in rows], dtype=object)
-        rest, test = split_by_group(refs, settings.held_out, seed=settings.seed)
-        log(f"training {training_id}: {len(rest)} pairs to train on, {len(test)} held out, "
-            f"{len(golden_rows)} golden; parent {production['version']}, mode {settings.mode}")  # fmt: skip
-
-        def load(rs: list[dict]):
-            return [load_pair(r["ref"], r["test"]) for r in rs]
-
-        train_rows = [rows[i] for i in rest]
-        test_rows = [rows[i] for i in test]
-        sets = {"train": load(train_rows), "test": load(test_rows), "golden": load(golden_rows)}
-        labels = {k: np.array([r["label"] for r in rs]) for k, rs in
-                  (("train", train_rows), ("test", test_rows), ("golden", golden_rows))}  # fmt: skip
-        groups = {"test": [r["ref_sha256"] for r in test_rows], "golden": [r["ref_sha256"] for r in golden_rows]}
-        mode_all = settings.mode == "all"
-        with torch.no_grad():
-            terms = {k: pair_terms(parent, v) for k, v in sets.items()}
-        history: list[dict] = []
-        config = TrainConfig(mode=settings.mode, epochs=settings.epochs, patience=settings.patience, lr=settings.lr,
-                             seed=settings.seed)  # fmt: skip
-        ckpt = Path(db).parent / "models" / ".training" / f"{dhash[:16]}-{production['version']}-{settings.mode}"
-        train_groups = [r["ref_sha256"] for r in train_rows]
-        result = train(parent, sets["train"] if mode_all else None, labels["train"], train_groups, config,
-                       terms=None if mode_all else terms["train"], checkpoint_dir=ckpt,
-                       progress=lambda e: history.append(asdict(e)))  # fmt: skip
-        candidate = result.model
-        # Calibration: fitted on the validation split the training held out.
-        val = result.val_index
-        val_terms = terms["train"][val]
-        val_pairs = [sets["train"][i] for i in val]
-        d_val, _ = _predictions(candidate, None, val_pairs, val_terms, mode_all)
-        calibrator = fit_calibrator(d_val, labels["train"][val], method=settings.calibration)
-
-        metrics: dict[str, Any] = {}
-        reliability: dict[str, Any] = {}
-        for split in ("test", "golden"):
-            _, p_cand = _predictions(candidate, calibrator, sets[split], terms[split], mode_all)
-            _, p_prod = _predictions(parent, parent_cal, sets[split], terms[split], False)
-            ev_c = evaluate(p_cand, labels[split], groups[split], n_boot=settings.bootstrap, seed=settings.seed)
-            ev_p = evaluate(p_prod, labels[split], groups[split], n_boot=settings.bootstrap, seed=settings.seed)
-            metrics[split] = {"candidate": _estimates(ev_c), "production": _estimates(ev_p), "n": ev_c.n}
-            reliability[split] = {"candidate": asdict(ev_c.reliability), "production": asdict(ev_p.reliability)}
-        verdict, reason = gate(metrics, settings.margin)
-        version = f"dpam-{parent.model}-ft-{parameter_digest(candidate)[:12]}"
-        summary.update(candidate=version, decision=verdict, reason=reason, metrics=metrics,
-                       reliability=reliability, history=history, best_epoch=result.best_epoch,
-                       train_pairs=len(result.train_index), val_pairs=len(val), test_pairs=len(test_rows),
-                       calibration=calibrator.to_dict(), resumed_from=result.resumed_from)  # fmt: skip
-        log(f"candidate {version}: {verdict} ({reason})")
-
-        if store.model(version) is None:
-            weights = Path(db).parent / "models" / f"{version}.safetensors"
-            weights.parent.mkdir(parents=True, exist_ok=True)
-            save_model(candidate, weights, model_id=version, calibration=calibrator,
-                       metadata={"parent": production["version"], "data_hash": dhash,
-                                 "training_id": training_id})  # fmt: skip
-            store.add_model({
-                "version": version, "model_id": version, "kind": parent.model, "parent": production["version"],
-                "data_hash": dhash, "weights": str(weights.relative_to(Path(db).parent)),
-                "weights_sha256": _file_sha256(weights),
-                "metrics": metrics, "calibration": calibrator.to_dict(), "params": result.hyperparameters(),
-            })  # fmt: skip
-            store.decide_model(version, "production" if verdict == "promote" else "rejected", reason)
-        else:
-            reason = f"{reason}; the same weights are already registered as {version}: registry unchanged"
-            summary["reason"] = reason
-        summary["status"] = "promoted" if verdict == "promote" else "rejected"
-        summary["production"] = store.production_model()["version"]
-        from jndqa.reports import render_training_report
-
-        out = Path(report_dir) if report_dir else Path(db).parent / "models" / "reports"
-        summary["report"] = str(render_training_report(summary, out / training_id))
-        shutil.rmtree(ckpt, ignore_errors=True)  # finished: nothing left to resume
-        store.finish_training(training_id, summary["status"], candidate=version, decision=verdict, reason=reason,
-                              summary=summary)  # fmt: skip
-        return _done(summary, started)
+        try:
+            return _train_and_decide(store, db, settings, summary, production, rows, golden_rows, dhash, training_id,
+                                     report_dir, log, started)  # fmt: skip
+        except BaseException as exc:
+            store.finish_training(training_id, "failed", reason=f"{type(exc).__name__}: {exc}")
+            raise
     finally:
         store.release_writer()
+
+
+def _train_and_decide(store, db, settings, summary, production, rows, golden_rows, dhash, training_id, report_dir,
+                      log, started) -> dict:  # fmt: skip
+    """Train, calibrate, evaluate, gate and register (see the module docstring)."""
+    import torch
+
+    from jndqa.metric import evaluate, fit_calibrator, save_model
+    from jndqa.metric.modelfile import parameter_digest
+    from jndqa.metric.train import TrainConfig, load_pair, pair_terms, split_by_group, train
+
+    parent, parent_cal = load_network(store, production)
+    refs = np.array([r["ref_sha256"] for r in rows], dtype=object)
+    rest, test = split_by_group(refs, settings.held_out, seed=settings.seed)
+    log(f"training {training_id}: {len(rest)} pairs to train on, {len(test)} held out, "
+        f"{len(golden_rows)} golden; parent {production['version']}, mode {settings.mode}")  # fmt: skip
+
+    mode_all = settings.mode == "all"
+    train_rows = [rows[i] for i in rest]
+    test_rows = [rows[i] for i in test]
+    # Each pair's per-channel layer terms under the parent, computed once, in chunks; the
+    # audio is kept only when the whole network trains (mode all).
+    sets: dict[str, list | None] = {}
+    terms = {}
+    for split, rs in (("train", train_rows), ("test", test_rows), ("golden", golden_rows)):
+        chunks, kept = [], []
+        for start in range(0, len(rs), 64):
+            pairs = [load_pair(r["ref"], r["test"]) for r in rs[start : start + 64]]
+            with torch.no_grad():
+                chunks.append(pair_terms(parent, pairs))
+            if mode_all:
+                kept += pairs
+        terms[split] = torch.cat(chunks)
+        sets[split] = kept if mode_all else None
+    labels = {k: np.array([r["label"] for r in rs]) for k, rs in
+              (("train", train_rows), ("test", test_rows), ("golden", golden_rows))}  # fmt: skip
+    groups = {"test": [r["ref_sha256"] for r in test_rows], "golden": [r["ref_sha256"] for r in golden_rows]}
+    history: list[dict] = []
+    config = TrainConfig(mode=settings.mode, epochs=settings.epochs, patience=settings.patience, lr=settings.lr,
+                         seed=settings.seed)  # fmt: skip
+    ckpt = Path(db).parent / "models" / ".training" / f"{dhash[:16]}-{production['version']}-{settings.mode}"
+    train_groups = [r["ref_sha256"] for r in train_rows]
+    result = train(parent, sets["train"] if mode_all else None, labels["train"], train_groups, config,
+                   terms=None if mode_all else terms["train"], checkpoint_dir=ckpt,
+                   progress=lambda e: history.append(asdict(e)))  # fmt: skip
+    candidate = result.model
+    # Calibration: fitted on the validation split the training held out.
+    val = result.val_index
+    val_terms = terms["train"][val]
+    val_pairs = [sets["train"][i] for i in val] if mode_all else None
+    d_val, _ = _predictions(candidate, None, val_pairs, val_terms, mode_all)
+    calibrator = fit_calibrator(d_val, labels["train"][val], method=settings.calibration)
+
+    metrics: dict[str, Any] = {}
+    reliability: dict[str, Any] = {}
+    for split in ("test", "golden"):
+        _, p_cand = _predictions(candidate, calibrator, sets[split], terms[split], mode_all)
+        _, p_prod = _predictions(parent, parent_cal, sets[split], terms[split], False)
+        ev_c = evaluate(p_cand, labels[split], groups[split], n_boot=settings.bootstrap, seed=settings.seed)
+        ev_p = evaluate(p_prod, labels[split], groups[split], n_boot=settings.bootstrap, seed=settings.seed)
+        metrics[split] = {"candidate": _estimates(ev_c), "production": _estimates(ev_p), "n": ev_c.n}
+        reliability[split] = {"candidate": asdict(ev_c.reliability), "production": asdict(ev_p.reliability)}
+    verdict, reason = gate(metrics, settings.margin)
+    version = f"dpam-{parent.model}-ft-{parameter_digest(candidate)[:12]}"
+    summary.update(candidate=version, decision=verdict, reason=reason, metrics=metrics,
+                   reliability=reliability, history=history, best_epoch=result.best_epoch,
+                   train_pairs=len(result.train_index), val_pairs=len(val), test_pairs=len(test_rows),
+                   calibration=calibrator.to_dict(), resumed_from=result.resumed_from)  # fmt: skip
+    log(f"candidate {version}: {verdict} ({reason})")
+
+    if store.model(version) is None:
+        weights = Path(db).parent / "models" / f"{version}.safetensors"
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        save_model(candidate, weights, model_id=version, calibration=calibrator,
+                   metadata={"parent": production["version"], "data_hash": dhash,
+                             "training_id": training_id})  # fmt: skip
+        store.add_model({
+            "version": version, "model_id": version, "kind": parent.model, "parent": production["version"],
+            "data_hash": dhash, "weights": str(weights.relative_to(Path(db).parent)),
+            "weights_sha256": _file_sha256(weights),
+            "metrics": metrics, "calibration": calibrator.to_dict(), "params": result.hyperparameters(),
+        })  # fmt: skip
+        store.decide_model(version, "production" if verdict == "promote" else "rejected", reason)
+    else:
+        reason = f"{reason}; the same weights are already registered as {version}: registry unchanged"
+        summary["reason"] = reason
+    summary["status"] = "promoted" if verdict == "promote" else "rejected"
+    summary["production"] = store.production_model()["version"]
+    from jndqa.reports import render_training_report
+
+    out = Path(report_dir) if report_dir else Path(db).parent / "models" / "reports"
+    summary["report"] = str(render_training_report(summary, out / training_id))
+    shutil.rmtree(ckpt, ignore_errors=True)  # finished: nothing left to resume
+    store.finish_training(training_id, summary["status"], candidate=version, decision=verdict, reason=reason,
+                          summary=summary)  # fmt: skip
+    return _done(summary, started)
 
 
 def _estimates(ev) -> dict:
