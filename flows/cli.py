@@ -394,8 +394,11 @@ def cmd_models(args: argparse.Namespace) -> int:
     from jndqa.store import Store, StoreError
 
     try:
+        from jndqa.flows.student import register_student
+
         store = Store(_db_path(args))
         store.ensure_official()
+        register_student(store)
         models = store.models()
     except StoreError as exc:
         _err(str(exc))
@@ -467,8 +470,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--protocol",
         default="dense",
-        choices=["dense", "official"],
-        help="dense (default): undecimated, windowed, stable to shifts; official: parity with the release",
+        choices=["dense", "official", "student"],
+        help="dense (default): undecimated, windowed, stable to shifts; official: parity with the release; "
+        "student: the fast student of dense (dpam-dense-student-v1; experimental: it does not yet meet its "
+        "agreement goals, see benchmarks/bench_student.py)",
     )
     p.add_argument(
         "--downmix",

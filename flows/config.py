@@ -39,10 +39,17 @@ class CorpusConfig(_Strict):
 
 class MetricConfig(_Strict):
     model: str = "production"
-    protocol: Literal["dense", "official"] = "dense"
+    protocol: Literal["dense", "official", "student"] = "dense"
     window_seconds: float = Field(8.0, gt=0)
     hop_seconds: float = Field(4.0, gt=0)
     length_tolerance: int = Field(1024, ge=0)
+
+    @model_validator(mode="after")
+    def _student(self) -> MetricConfig:
+        """``model: dpam-dense-student-v1`` is the student, which only runs its own protocol."""
+        if self.model == "dpam-dense-student-v1":
+            self.protocol = "student"
+        return self
 
 
 class RegressionConfig(_Strict):

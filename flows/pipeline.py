@@ -32,7 +32,7 @@ __all__ = ["ItemResult", "Night", "choose_kept_audio", "process_item", "resolve_
 OFFICIAL_MODEL_VERSION = "dpam-0.0.4"
 
 
-def resolve_model(name: str, store: Store | None = None) -> dict:
+def resolve_model(name: str, store: Store | None = None, *, protocol: str = "dense") -> dict:
     """The model a config's ``metric.model`` names: ``production`` (the registry's production
     model), a registered version (``jndqa models`` lists them), or an official model name
     (``scratch``, ``finetune``, ... or ``dpam-scratch-official``). Returns ``model_id``,
@@ -43,6 +43,17 @@ def resolve_model(name: str, store: Store | None = None) -> dict:
 
     from .retrain import model_key
 
+    if protocol == "student":  # the committed student (metric/weights), whatever metric.model says
+        import hashlib
+
+        from jndqa.metric.student import STUDENT_VERSION, student_weights
+
+        from .student import register_student
+
+        digest = hashlib.sha256(student_weights().read_bytes()).hexdigest()[:16]
+        if store is not None:
+            register_student(store)
+        return {"model_id": STUDENT_VERSION, "model_version": digest, "weights": None, "official": "scratch"}
     row = None
     if store is not None:
         store.ensure_official()
@@ -306,7 +317,7 @@ class Night:
         self.store = Store(db)
         self.store.acquire_writer(self.run_id)
         try:
-            self.model = resolve_model(cfg.metric.model, self.store)
+            self.model = resolve_model(cfg.metric.model, self.store, protocol=cfg.metric.protocol)
             self.model_id, self.model_version = self.model["model_id"], self.model["model_version"]
             self.protocol_key = protocol_key(cfg)
             base_dir = self.base_dir = str(config_path.parent) if config_path else None

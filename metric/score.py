@@ -48,7 +48,8 @@ __all__ = [
     "tune_allocator",
 ]
 
-PROTOCOLS = ("dense", "official")
+PROTOCOLS = ("dense", "official", "student")
+WINDOWED = ("dense", "student")  # per-channel, windowed protocols
 DEFAULT_PROTOCOL = "dense"
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -177,7 +178,8 @@ class DPAMScorer:
     analysis windows; ``length_tolerance``: samples by which ``dense`` pairs may
     differ in length (the longer is trimmed at its end). ``network``: a :class:`DPAM` to use
     instead of the release's (a registered, fine-tuned model); ``calibrator``: its p_jnd
-    calibration (``official`` protocol only; see ``p_jnd_calibrated``).
+    calibration (``official`` protocol only; see ``p_jnd_calibrated``). ``student``: a
+    :class:`jndqa.metric.student.StudentDPAM` for the ``student`` protocol (default: the committed one).
     """
 
     def __init__(
@@ -194,6 +196,7 @@ class DPAMScorer:
         hop_seconds: float = 4.0,
         length_tolerance: int = 1024,
         calibrator: Callable[[Any], Any] | None = None,
+        student: Any = None,
     ):
         if window_seconds <= 0 or hop_seconds <= 0 or hop_seconds > window_seconds:
             raise ValueError("need 0 < hop_seconds <= window_seconds")
@@ -211,6 +214,12 @@ class DPAMScorer:
         # it applies under ``official`` only; ``dense`` keeps the head's (uncalibrated) p_jnd.
         self.calibrator = calibrator if protocol == "official" else None
         self.protocol = protocol
+        self.student = None
+        if protocol == "student":  # the committed student unless one is given
+            from .student import load_student, student_weights
+
+            self.student = student if student is not None else load_student(student_weights(), release)
+            self.model_id = self.student.model_id
         self.dtype = dtype
         self.batch_samples = batch_samples
         self.tests_per_chunk = tests_per_chunk
@@ -218,7 +227,7 @@ class DPAMScorer:
 
     # ------------------------------------------------------------- reference
     def reference(self, ref: ArrayLike) -> Reference:
-        if self.protocol == "dense":
+        if self.protocol in WINDOWED:
             return Reference(_as_tensor(ref, self.dtype, multichannel=True))
         x = _as_tensor(ref, self.dtype)
         with torch.inference_mode():
@@ -226,7 +235,7 @@ class DPAMScorer:
 
     def check_pair(self, ref_length: int, ref_channels: int, test_length: int, test_channels: int) -> None:
         """Raise the typed error a ``dense`` pair of these shapes would get (no-op for ``official``)."""
-        if self.protocol != "dense":
+        if self.protocol not in WINDOWED:
             return
         if ref_channels != test_channels:
             raise ChannelMismatchError(
@@ -268,7 +277,7 @@ class DPAMScorer:
         Tests whose length differs from the reference's are scored as ordinary
         pairs (equalising the lengths changes the reference's padding).
         """
-        if self.protocol == "dense":
+        if self.protocol in WINDOWED:
             return self._dense_reference(ref, tests, progress)
         results: list[PairScore | None] = [None] * len(tests)
         same, other = [], []
@@ -294,7 +303,7 @@ class DPAMScorer:
         self, pairs: Sequence[tuple[ArrayLike, ArrayLike]], progress: Callable[[int], None] | None = None
     ) -> list[PairScore]:
         """Score arbitrary pairs in batches; each pair's result is independent of the batch."""
-        if self.protocol == "dense":
+        if self.protocol in WINDOWED:
             out = []
             for ref, test in pairs:
                 out.extend(self._dense_reference(self.reference(ref), [test], progress))
@@ -364,6 +373,13 @@ class DPAMScorer:
             for c in range(channels):
                 r = ref.samples if channels == 1 else ref.samples[:, c]
                 for w, s0 in enumerate(starts):
+                    if self.student is not None:  # the student: reference activations once per window
+                        a = self.student.activations(r[None, s0 : s0 + span].to(torch.float32))
+                        for k, x in enumerate(xs):
+                            t = x if channels == 1 else x[:, c]
+                            b = self.student.activations(t[None, s0 : s0 + span].to(torch.float32))
+                            terms[k, c, w] = self.student.layer_terms(a, b)[0].double()
+                        continue
                     if len(xs) == 1:  # one test: lockstep, without keeping the reference's features
                         t = xs[0] if channels == 1 else xs[0][:, c]
                         seg = r[s0 : s0 + span], t[s0 : s0 + span]

@@ -96,9 +96,14 @@ MIGRATIONS: list[list[str]] = [
             data_hash VARCHAR, judgments INTEGER, candidate VARCHAR, decision VARCHAR, reason VARCHAR,
             summary JSON)""",
     ],
+    [  # 4: the dense teacher's scores of the student's training pairs (expensive: cached)
+        """CREATE TABLE teacher_scores (
+            key VARCHAR PRIMARY KEY, spec JSON, teacher VARCHAR, distance DOUBLE, layer_terms DOUBLE[],
+            created TIMESTAMP)""",
+    ],
 ]
 OFFICIAL_VERSION = "dpam-scratch-official"  # the release's scratch weights, the first production model
-MODEL_STATUSES = ("candidate", "production", "rejected", "retired")
+MODEL_STATUSES = ("candidate", "production", "rejected", "retired", "available")
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -526,6 +531,35 @@ class Store:
         with self.connect() as con:
             return _dicts(con.execute("SELECT * FROM quarantine ORDER BY source, line"))
 
+    # ------------------------------------------------------------ teacher scores
+    def teacher_scores(self, keys: Sequence[str]) -> dict[str, dict]:
+        """Cached teacher scores of the given pair keys: ``{key: {"distance", "layer_terms"}}``."""
+        if not keys:
+            return {}
+        import pyarrow as pa
+
+        with self.connect() as con:
+            con.register("wanted", pa.table({"key": list(keys)}))
+            rows = con.execute(
+                "SELECT t.key, t.distance, t.layer_terms FROM teacher_scores t JOIN wanted w USING (key)"
+            ).fetchall()
+        return {k: {"distance": d, "layer_terms": list(lt)} for k, d, lt in rows}
+
+    def add_teacher_scores(self, rows: Sequence[dict]) -> None:
+        """Store teacher scores (``key``, ``spec``, ``teacher``, ``distance``, ``layer_terms``)."""
+        import pyarrow as pa
+
+        if not rows:
+            return
+        table = pa.Table.from_pylist(
+            [{"key": r["key"], "spec": json.dumps(r["spec"], sort_keys=True), "teacher": r["teacher"],
+              "distance": float(r["distance"]), "layer_terms": [float(v) for v in r["layer_terms"]],
+              "created": _now()} for r in rows]
+        )  # fmt: skip
+        with self.transaction() as con:
+            con.register("new_teacher", table)
+            con.execute("INSERT OR IGNORE INTO teacher_scores SELECT * FROM new_teacher")
+
     # ------------------------------------------------------------ model registry
     def ensure_official(self) -> None:
         """Register the release's scratch weights as the first production model (once)."""
@@ -565,9 +599,12 @@ class Store:
         moves with its models); None for the release's weights."""
         return self.path.parent / row["weights"] if row.get("weights") else None
 
-    def add_model(self, row: dict) -> None:
-        """Register a candidate (``status`` candidate). Its weights file must already be written."""
-        row = {**row, "status": "candidate", "created": _now()}
+    def add_model(self, row: dict, status: str = "candidate") -> None:
+        """Register a model: a candidate (its weights file already written), or ``available`` for
+        a model selectable by name that is never production (the dense student)."""
+        if status not in ("candidate", "available"):
+            raise StoreError(f"a model is registered as a candidate or available, not {status!r}")
+        row = {**row, "status": status, "created": _now()}
         for key in ("metrics", "calibration", "params"):
             if row.get(key) is not None and not isinstance(row[key], str):
                 row[key] = json.dumps(row[key])
