@@ -347,14 +347,22 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------- retrain
-def cmd_retrain(args: argparse.Namespace) -> int:
+def _have_release() -> bool:
+    """Whether the official release is set up; says what to do when it is not."""
     from jndqa.metric import ReleaseNotFoundError, find_release
-    from jndqa.store import StoreError
 
     try:
         find_release()
     except ReleaseNotFoundError as exc:
         _err(str(exc))
+        return False
+    return True
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from jndqa.store import StoreError
+
+    if not _have_release():
         return EXIT_BAD_INPUT
     missing = [p for p in args.judgments if not Path(p).is_file()]
     if missing:
@@ -417,13 +425,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
-    from jndqa.metric import ReleaseNotFoundError
-    from jndqa.metric.release import find_release
-
-    try:
-        find_release()
-    except ReleaseNotFoundError as exc:
-        _err(str(exc))
+    if not _have_release():
         return EXIT_BAD_INPUT
     _prefect_env()
     from jndqa.flows.demo import run_demo
