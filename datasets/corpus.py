@@ -52,7 +52,8 @@ class CorpusFailure:
         return {"item": self.path, "variant": None, "spec_id": None, "kind": "corpus", "reason": self.reason}
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks (corpus items, judgment audio, model files)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -117,7 +118,7 @@ def _inspect(root: Path, rel: str, tags: list[str]) -> CorpusItem | CorpusFailur
         return CorpusFailure(rel, f"too short ({data.shape[0]} samples, {data.shape[0] / rate:.3f} s; "
                                   f"need at least {MIN_DURATION} s)")  # fmt: skip
     return CorpusItem(
-        rel, real, _sha256(real), rate, int(data.shape[1]), int(data.shape[0]), _loudness(data, rate), tags
+        rel, real, file_sha256(real), rate, int(data.shape[1]), int(data.shape[0]), _loudness(data, rate), tags
     )
 
 

@@ -50,6 +50,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .corpus import file_sha256
+
 __all__ = [
     "CSV",
     "JND_LIST",
@@ -185,14 +187,6 @@ def data_hash(judgments: Iterable[Judgment | str]) -> str:
     return hashlib.sha256("\n".join(ids).encode("ascii")).hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class _Audio:
     """Per-read cache: resolved audio path -> (sha256, None) or (None, reason it is unreadable)."""
 
@@ -217,7 +211,7 @@ class _Audio:
         if info.frames <= 0:
             return None, f"{path} holds no audio frames"
         try:
-            return _file_sha256(path), None
+            return file_sha256(path), None
         except OSError as exc:
             return None, f"{path} could not be read ({exc})"
 

@@ -41,6 +41,8 @@ from typing import Any
 import numpy as np
 from prefect import flow
 
+from jndqa.datasets.corpus import file_sha256
+
 __all__ = ["RetrainSettings", "load_network", "retrain", "retrain_flow", "scheduled_retrain"]
 
 GOLDEN_BUCKETS = 5  # a reference is golden when its hash falls in bucket 0 of 5
@@ -84,14 +86,6 @@ def model_key(row: dict) -> tuple[str, str]:
 
 def _golden_reference(ref_sha256: str) -> bool:
     return int(hashlib.sha256(f"golden:{ref_sha256}".encode()).hexdigest(), 16) % GOLDEN_BUCKETS == 0
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def ingest(store, paths: list[str | Path]) -> tuple[list[dict], list[dict]]:
@@ -280,7 +274,7 @@ def _train_and_decide(store, db, settings, summary, production, rows, golden_row
         store.add_model({
             "version": version, "model_id": version, "kind": parent.model, "parent": production["version"],
             "data_hash": dhash, "weights": str(weights.relative_to(Path(db).parent)),
-            "weights_sha256": _file_sha256(weights),
+            "weights_sha256": file_sha256(weights),
             "metrics": metrics, "calibration": calibrator.to_dict(), "params": result.hyperparameters(),
         })  # fmt: skip
         store.decide_model(version, "production" if verdict == "promote" else "rejected", reason)

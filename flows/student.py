@@ -20,9 +20,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
+
+from jndqa.datasets.corpus import file_sha256
 
 __all__ = ["TEACHER_ID", "PairSpec", "make_specs", "register_student", "render_pair", "teacher_scores"]
 
@@ -75,7 +76,7 @@ def make_specs(
     rng = np.random.default_rng(seed)
     specs = []
     for path in items:
-        sha = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        sha = file_sha256(path)
         n = len(_item_audio(path))
         for _ in range(segments):
             length = int(rng.integers(int(min_seconds * RATE), int(max_seconds * RATE) + 1))
@@ -204,7 +205,7 @@ def register_student(store) -> None:
     store.add_model(
         {"version": STUDENT_VERSION, "model_id": STUDENT_VERSION, "kind": "student", "parent": meta.get("parent"),
          "data_hash": meta.get("teacher_data_hash"), "weights": None,
-         "weights_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+         "weights_sha256": file_sha256(path),
          "metrics": json.loads(meta.get("heldout", "null")),
          "params": {"teacher": meta.get("teacher"), "teacher_pairs": meta.get("teacher_pairs"),
                     "trained_by": meta.get("trained_by"), "file": "jndqa/metric/weights/" + path.name},
