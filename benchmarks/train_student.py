@@ -7,13 +7,24 @@
    ``--degradations`` times (noise, reverberation, low-pass, band EQ, mu-law, MP3/AAC/Opus/Vorbis
    ladders; :mod:`jndqa.flows.student`). Their dense-protocol distances are cached in ``--db``:
    a rerun computes only new pairs.
-2. Split by source recording: the items whose path hash falls in 1 of 4 buckets are held out.
-3. The student (:mod:`jndqa.metric.student`) starts from the official weights; its deep layers'
-   fixed statistics are calibrated on training references; its per-channel weights are fitted so
-   that each layer's term, and the sum, match the teacher's on a log scale (the log makes the
-   fit scale-free and ranks pairs; full-batch Adam, seeded, deterministic).
-4. Held-out agreement (Spearman, median relative error) is printed and stored in the weights'
+2. Split by source recording (items ranked by content sha256): ranks 0, 4, 8, ... are held out,
+   ranks 2, 10, 18, ... are the validation set that stops the fine-tuning, the rest train.
+3. The student (:mod:`jndqa.metric.student`: BlurPool layers, then à-trous layers from
+   ``--dense-from``) starts from the official weights, or from ``--init`` (a saved student, e.g.
+   the committed one, to continue its training); its per-channel weights are fitted so that each
+   layer's term, and the sum, match the teacher's on a log scale (the log makes the fit
+   scale-free and ranks pairs; full-batch Adam, seeded, deterministic; ``--steps``).
+4. ``--epochs``: every parameter is fine-tuned on the log distance and the log per-layer terms
+   (``--layer-weight``), one Adam step per segment, seeded, deterministic on the CPU, checkpointed
+   after every epoch next to ``--out`` (a rerun resumes), within ``--minutes``.
+5. Held-out agreement (Spearman, median relative error) is printed and stored in the weights'
    metadata with the teacher data hash.
+
+Continue training the committed student on a corpus:
+
+    .venv/bin/python benchmarks/train_student.py --corpus demo-work/corpus --db student/teacher.duckdb \
+        --init metric/weights/dpam-dense-student-v1.safetensors --steps 0 --epochs 20 --minutes 75 \
+        --out metric/weights/dpam-dense-student-v1.safetensors
 
 ``--tiny`` runs the whole script on 2 segments x 2 degradations of 4 items (the test does).
 """
@@ -21,7 +32,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -37,14 +47,43 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="the student's safetensors file")
     ap.add_argument("--segments", type=int, default=10)
     ap.add_argument("--degradations", type=int, default=10)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the training (order, fit)")
+    ap.add_argument(
+        "--pair-seeds",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="seeds of the teacher pairs: each adds --segments x --degradations pairs per item",
+    )
     ap.add_argument("--steps", type=int, default=2000, help="Adam steps of the channel-weight fit")
     ap.add_argument("--epochs", type=int, default=0, help="then fine-tune every parameter for this many epochs")
     ap.add_argument("--minutes", type=float, default=None, help="stop fine-tuning after this budget")
     ap.add_argument("--lr", type=float, default=3e-4, help="fine-tuning learning rate")
-    ap.add_argument("--per-signal-layers", type=int, default=None, help="layers normalised per signal (default 10)")
-    ap.add_argument("--init", type=Path, default=None,
-                    help="start from this saved student (e.g. the committed one) instead of the official weights")
+    ap.add_argument(
+        "--dense-from",
+        type=int,
+        default=None,
+        help="first layer evaluated à trous, not decimated (default 8; see jndqa.metric.student)",
+    )
+    ap.add_argument(
+        "--layer-weight",
+        type=float,
+        default=0.5,
+        help="weight of the per-layer terms in the fine-tuning loss (0: the distance only)",
+    )
+    ap.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="start from this saved student (e.g. the committed one) instead of the official weights",
+    )
+    ap.add_argument(
+        "--held-out",
+        nargs="+",
+        default=None,
+        metavar="ITEM",
+        help="hold out these items (file stems or paths relative to --corpus) instead of the sha256 rule",
+    )
     ap.add_argument("--tiny", action="store_true", help="2 segments x 2 degradations of the first 4 items")
     args = ap.parse_args(argv)
 
@@ -63,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     if len(items) < 2:
         sys.exit(f"{args.corpus}: need at least 2 audio items")
     t0 = time.perf_counter()
-    specs = make_specs(items, seed=args.seed, segments=args.segments, degradations=args.degradations)
+    specs = [
+        spec for seed in args.pair_seeds
+        for spec in make_specs(items, seed=seed, segments=args.segments, degradations=args.degradations)
+    ]  # fmt: skip
 
     def progress(done: int, total: int, new: int) -> None:
         if new or done == total:
@@ -72,22 +114,35 @@ def main(argv: list[str] | None = None) -> int:
     data = teacher_scores(Store(args.db), specs, progress=progress)
     print(f"\nteacher data: {len(specs)} pairs, hash {data['data_hash'][:16]}, {time.perf_counter() - t0:.0f} s")
 
-    held = np.array([int(hashlib.sha256(s.path.encode()).hexdigest(), 16) % 4 == 0 for s in specs])
-    if held.all() or not held.any():  # tiny corpora: hold out the last item
+    # Split by source recording, by content (not by path: the same corpus anywhere splits alike):
+    # items ranked by sha256; ranks 0, 4, 8, ... held out, ranks 2, 10, 18, ... validation.
+    rank = {sha: r for r, sha in enumerate(sorted({s.item for s in specs}))}
+    held = np.array([rank[s.item] % 4 == 0 for s in specs])
+    val = np.array([rank[s.item] % 8 == 2 for s in specs])
+    if args.held_out:
+        names = {Path(s.path).stem for s in specs} | {Path(s.path).relative_to(args.corpus).as_posix() for s in specs}
+        unknown = sorted(set(args.held_out) - names)
+        if unknown:
+            sys.exit(f"--held-out: no item {unknown[0]!r} in {args.corpus}")
+        chosen = set(args.held_out)
+        held = np.array([Path(s.path).stem in chosen or Path(s.path).relative_to(args.corpus).as_posix() in chosen
+                         for s in specs])  # fmt: skip
+        val &= ~held
+    elif held.all() or not held.any():  # tiny corpora: hold out the last item
         held = np.array([s.path == items[-1] for s in specs])
+    if (held | val).all():
+        val[:] = False
+    train = ~held & ~val
     if args.init is not None:
         from jndqa.metric.student import load_student
 
         student = load_student(args.init)
     else:
-        layers = {} if args.per_signal_layers is None else {"per_signal_layers": args.per_signal_layers}
+        layers = {} if args.dense_from is None else {"dense_from": args.dense_from}
         student = StudentDPAM(DPAM.official("scratch"), model_id="dpam-dense-student-v1", **layers)
     segments: dict[tuple, list[int]] = {}
     for i, s in enumerate(specs):
         segments.setdefault((s.item, s.start, s.length), []).append(i)
-    train_refs = [data["ref"][idx[0]] for idx in segments.values() if not held[idx[0]]]
-    if args.init is None:
-        student.calibrate_statistics([r.astype(np.float32) for r in train_refs[:: max(1, len(train_refs) // 40)]])
     t1 = time.perf_counter()
     terms = torch.zeros(len(specs), sum(w.shape[0] for w in student.channel_weights))
     for idx in segments.values():
@@ -101,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     def report(name: str) -> dict:
         d = distances_from_terms(student, terms).numpy()
         out = {}
-        for split, mask in (("train", ~held), ("held-out", held)):
+        for split, mask in (("train", train), ("validation", val), ("held-out", held)):
+            if not mask.any():
+                continue
             rel = np.abs(d[mask] / teacher[mask] - 1)
             o = out[split] = {
                 "pairs": int(mask.sum()),
@@ -109,25 +166,28 @@ def main(argv: list[str] | None = None) -> int:
                 "median_rel_error": float(np.median(rel)),
                 "p90_rel_error": float(np.quantile(rel, 0.9)),
             }
-            print(f"{name:26s} {split:9s} pairs {o['pairs']:5d}  Spearman {o['spearman']:.4f}  "
+            print(f"{name:26s} {split:10s} pairs {o['pairs']:5d}  Spearman {o['spearman']:.4f}  "
                   f"median rel. error {o['median_rel_error']:.3f}  p90 {o['p90_rel_error']:.3f}")  # fmt: skip
         return out
 
     result = report("official weights" if args.init is None else f"from {args.init.name}")
     if args.steps:
-        history = fit_channel_weights(student, terms[~held], teacher_layers[~held], steps=args.steps, seed=args.seed)
+        history = fit_channel_weights(student, terms[train], teacher_layers[train], steps=args.steps, seed=args.seed)
         print(f"fit: loss {history[0]:.4f} -> {history[-1]:.4f}")
         result = report("fitted channel weights")
     if args.epochs:
         from jndqa.metric.student import finetune
 
-        train_segments = [
-            (data["ref"][idx[0]], np.stack([data["test"][i] for i in idx]), teacher[idx])
-            for idx in segments.values() if not held[idx[0]]
-        ]  # fmt: skip
+        def pick(mask):
+            return [
+                (data["ref"][idx[0]], np.stack([data["test"][i] for i in idx]), teacher[idx], data["terms"][idx])
+                for idx in segments.values() if mask[idx[0]]
+            ]  # fmt: skip
+
         ckpt = args.out.with_suffix(".checkpoint.safetensors")
         torch.use_deterministic_algorithms(True)
-        finetune(student, train_segments, epochs=args.epochs, lr=args.lr, seed=args.seed, checkpoint=ckpt,
+        finetune(student, pick(train), validation=pick(val), epochs=args.epochs, lr=args.lr, seed=args.seed,
+                 checkpoint=ckpt, layer_weight=args.layer_weight,
                  seconds=None if args.minutes is None else 60 * args.minutes, log=print)  # fmt: skip
         with torch.no_grad():
             for idx in segments.values():
@@ -136,9 +196,13 @@ def main(argv: list[str] | None = None) -> int:
                 terms[idx] = channel_terms(student, ref, tests)
         result = report("fine-tuned")
         ckpt.unlink(missing_ok=True)
+        Path(str(ckpt) + ".best").unlink(missing_ok=True)
     meta = {"parent": "dpam-scratch-official", "init": str(args.init or "dpam-scratch-official"),
             "teacher": TEACHER_ID, "teacher_data_hash": data["data_hash"],
             "teacher_pairs": str(len(specs)), "heldout": json.dumps(result), "seed": str(args.seed),
+            "pair_seeds": json.dumps(args.pair_seeds),
+            "heldout_items": json.dumps(sorted({Path(s.path).name for s, h in zip(specs, held, strict=True) if h})),
+            "validation_items": json.dumps(sorted({Path(s.path).name for s, v in zip(specs, val, strict=True) if v})),
             "trained_by": "benchmarks/train_student.py"}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_student(student, args.out, meta)

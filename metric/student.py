@@ -1,26 +1,42 @@
 """A fast student of the dense protocol: DPAM's shape, anti-aliased decimation.
 
 The dense protocol (:mod:`jndqa.metric.dense`) is stable and monotone but costs 133x the
-official network's FLOPs. The student keeps the official architecture's shape (14 layers,
-kernel 3, 32/64/128 channels, leaky ReLU 0.2, the per-layer channel-weighted L1 distance) and
-decimates, but without aliasing and without statistics taken over a handful of time steps:
+official network's FLOPs. It is the official network evaluated at every decimation phase (the
+"algorithme à trous"); the official network is one phase, so its score moves by up to 80 % when
+the signal moves by a sample. The student keeps the official architecture's shape (14 layers,
+kernel 3, 32/64/128 channels, leaky ReLU 0.2, per-signal normalisation without scale, the
+per-layer channel-weighted L1 distance), starts from the official weights, and is trained to
+reproduce the dense distances (``benchmarks/train_student.py``):
 
-- every stride-2 layer becomes convolution at stride 1 → normalisation → leaky ReLU →
-  a fixed binomial low-pass ``[1, 2, 1] / 4`` → keep every other sample ("BlurPool", Zhang 2019,
-  "Making Convolutional Networks Shift-Invariant Again");
-- the first ``per_signal_layers`` layers normalise each signal with its own statistics over
-  time, as the official network and the dense protocol do (these layers have hundreds of steps
-  or more); the deeper layers, which would have only tens of steps, use fixed per-channel
-  statistics (learned, initialised from the references of the training data);
+- layers ``0 … dense_from − 1`` decimate without aliasing: convolution at stride 1 →
+  normalisation → leaky ReLU → a fixed binomial low-pass ``[1, 2, 1] / 4`` → keep every other
+  sample ("BlurPool", Zhang 2019, "Making Convolutional Networks Shift-Invariant Again");
+- layers ``dense_from … 13`` are not decimated: layer ``i`` is dilated by ``2**(i − dense_from)``
+  on the ``2**dense_from``-sample grid the BlurPool layers leave, i.e. its taps are ``2**i``
+  samples apart as in the dense protocol, and it is evaluated at every point of that grid. With
+  ``dense_from = 8`` these layers see 689 steps per 8 s window (the official network's layer 12
+  sees 22), so their per-signal statistics, like the dense protocol's, are taken over hundreds of
+  steps, and the deep decimation phases are averaged as the dense protocol averages them;
+- every layer normalises each signal with its own statistics over time (mean, biased variance,
+  epsilon 0.001, then beta), as the official network and the dense protocol do;
 - layer ``i``'s distance term is ``mean_c |w_i[c]| · mean_t |A − B|`` over its activations
   before the low-pass, so every layer is compared at the resolution of its own input;
 - long signals are scored in the dense protocol's windows (8 s, hop 4 s): each window is a clip
   of its own and the distance is the mean over windows, so the student and its teacher see the
   same material.
 
+Why the low-pass, measured on the teacher pairs: the official weights evaluated at one phase of
+layers 0-4 (decimated as the official network does) and à trous from layer 5 agree with the
+teacher to Spearman 0.989 on held-out pairs without any training, but a one-sample shift of the
+input changes that score by a median 14 % (measured with à trous from layer 6), because the
+shallow phase is fixed. The low-pass is what makes the student shift-robust; training makes it
+agree.
+
 Input contract: mono, 22,050 Hz, int16 scale (as :func:`jndqa.metric.prepare_samples` gives),
-``[L]`` or ``[N, L]``. Cost: each layer's convolution runs at its input's rate, twice the
-official network's, about 2x its FLOPs per window (``benchmarks/bench_student.py`` measures it).
+``[L]`` or ``[N, L]``. Cost: the BlurPool layers run at their input's rate (twice the official
+network's), the à-trous layers at 1/256 of the sample rate; about 4,200 multiply-adds per
+sample against the dense protocol's 240,000 and the official network's 1,800
+(``benchmarks/bench_student.py`` measures speed).
 """
 
 from __future__ import annotations
@@ -28,6 +44,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,7 +56,7 @@ from torch import Tensor, nn
 from .network import DPAM, EPSILON, N_LAYERS, SLOPE, layer_stride
 
 __all__ = [
-    "PER_SIGNAL_LAYERS",
+    "DENSE_FROM",
     "STUDENT_VERSION",
     "StudentDPAM",
     "load_student",
@@ -50,7 +67,7 @@ __all__ = [
 
 STUDENT_VERSION = "dpam-dense-student-v1"
 
-PER_SIGNAL_LAYERS = 10  # layers 0-9 have >= 344 steps in an 8 s window; 10-13 would have 172 down to 21
+DENSE_FROM = 8  # layers 8-13 are à trous on a 256-sample grid: 689 steps per 8 s window
 BLUR = (0.25, 0.5, 0.25)
 
 
@@ -66,36 +83,47 @@ class StudentDPAM(nn.Module):
     (the official weights: its parent) with :meth:`from_teacher`, or load a trained one with
     :func:`jndqa.metric.student.load_student`."""
 
-    def __init__(self, parent: DPAM, *, per_signal_layers: int = PER_SIGNAL_LAYERS, model_id: str = "dpam-student"):
+    def __init__(
+        self,
+        parent: DPAM,
+        *,
+        dense_from: int = DENSE_FROM,
+        fixed_from: int | None = None,
+        model_id: str = "dpam-student",
+    ):
         super().__init__()
         if parent.channel_weights is None:
             raise ValueError(f"{parent.model_id} has no per-channel weights; the student starts from scratch")
+        if not 0 <= dense_from <= N_LAYERS:
+            raise ValueError(f"dense_from must be 0-{N_LAYERS}, got {dense_from}")
         p = copy.deepcopy(parent)
         self.kernels = p.kernels
         self.betas = p.betas
         self.channel_weights = p.channel_weights
-        self.per_signal_layers = int(per_signal_layers)
+        self.dense_from = int(dense_from)
         self.model_id = model_id
-        fixed = range(self.per_signal_layers, N_LAYERS)
-        # Fixed statistics of the deep layers: mean and log-variance per channel (set by calibrate_statistics).
-        self.fixed_mean = nn.ParameterList(nn.Parameter(torch.zeros(self.kernels[i].shape[0])) for i in fixed)
-        self.fixed_logvar = nn.ParameterList(nn.Parameter(torch.zeros(self.kernels[i].shape[0])) for i in fixed)
+        # Format 1 (the first committed student): layers from ``fixed_from`` on normalise with fixed,
+        # learned per-channel statistics (mean, log-variance) instead of each signal's own.
+        self.fixed_from = None if fixed_from is None else int(fixed_from)
+        if self.fixed_from is not None:
+            fixed = range(self.fixed_from, N_LAYERS)
+            self.fixed_mean = nn.ParameterList(nn.Parameter(torch.zeros(self.kernels[i].shape[0])) for i in fixed)
+            self.fixed_logvar = nn.ParameterList(nn.Parameter(torch.zeros(self.kernels[i].shape[0])) for i in fixed)
         self.register_buffer("blur", torch.tensor(BLUR, dtype=torch.float32).view(1, 1, 3), persistent=False)
         self.eval()
 
     # ---------------------------------------------------------------- layers
     def _norm(self, i: int, y: Tensor) -> Tensor:
-        if i < self.per_signal_layers:
-            mean = y.mean(-1, keepdim=True)
-            var = (y - mean).square().mean(-1, keepdim=True)
-            return (y - mean) * torch.rsqrt(var + EPSILON)
-        k = i - self.per_signal_layers
-        mean = self.fixed_mean[k][None, :, None]
-        return (y - mean) * torch.exp(-0.5 * self.fixed_logvar[k])[None, :, None]
+        if self.fixed_from is not None and i >= self.fixed_from:
+            k = i - self.fixed_from
+            return (y - self.fixed_mean[k][None, :, None]) * torch.exp(-0.5 * self.fixed_logvar[k])[None, :, None]
+        mean = y.mean(-1, keepdim=True)
+        var = (y - mean).square().mean(-1, keepdim=True)
+        return (y - mean) * torch.rsqrt(var + EPSILON)
 
     def _blurpool(self, y: Tensor) -> Tensor:
-        c = y.shape[1]
-        return F.conv1d(F.pad(y, (1, 1)), self.blur.to(y.dtype).expand(c, 1, 3), stride=2, groups=c)
+        c, taps = y.shape[1], self.blur.shape[-1]
+        return F.conv1d(F.pad(y, (taps // 2, taps // 2)), self.blur.to(y.dtype).expand(c, 1, taps), stride=2, groups=c)
 
     def activations(self, x: Tensor) -> list[Tensor]:
         """Each layer's activations ``[N, C, T_i]`` (before its low-pass) for ``x`` ``[N, L]``
@@ -105,47 +133,15 @@ class StudentDPAM(nn.Module):
         h = x[:, None, :].to(self.kernels[0].dtype)
         out = []
         for i in range(N_LAYERS):
-            y = F.conv1d(F.pad(h, (1, 1)), self.kernels[i])
+            if i < self.dense_from:
+                y = F.conv1d(F.pad(h, (1, 1)), self.kernels[i])
+            else:
+                d = 2 ** (i - self.dense_from)
+                y = F.conv1d(F.pad(h, (d, d)), self.kernels[i], dilation=d)
             y = F.leaky_relu(self._norm(i, y) + self.betas[i][None, :, None], SLOPE)
             out.append(y)
-            h = self._blurpool(y) if layer_stride(i) == 2 else y
+            h = self._blurpool(y) if i < self.dense_from and layer_stride(i) == 2 else y
         return out
-
-    def _raw_statistics(self, x: Tensor) -> list[tuple[Tensor, Tensor]]:
-        """Per-signal channel means and variances of the fixed-statistics layers, for ``x``."""
-        saved = self.per_signal_layers
-        self.per_signal_layers = N_LAYERS
-        try:
-            h = x[:, None, :].to(self.kernels[0].dtype)
-            stats = []
-            for i in range(N_LAYERS):
-                y = F.conv1d(F.pad(h, (1, 1)), self.kernels[i])
-                if i >= saved:
-                    stats.append((y.mean(-1), y.var(-1, unbiased=False)))
-                y = F.leaky_relu(self._norm(i, y) + self.betas[i][None, :, None], SLOPE)
-                h = self._blurpool(y) if layer_stride(i) == 2 else y
-            return stats
-        finally:
-            self.per_signal_layers = saved
-
-    @torch.no_grad()
-    def calibrate_statistics(self, signals: Sequence[np.ndarray | Tensor]) -> None:
-        """Set the fixed statistics to the mean, over ``signals`` (int16 scale), of each signal's
-        own statistics: before training, the student then normalises as the official network
-        would on average."""
-        sums = None
-        for s in signals:
-            stats = self._raw_statistics(torch.as_tensor(np.asarray(s), dtype=torch.float32)[None])
-            if sums is None:
-                sums = [[m.clone(), v.clone()] for m, v in stats]
-            else:
-                for acc, (m, v) in zip(sums, stats, strict=True):
-                    acc[0] += m
-                    acc[1] += v
-        n = len(signals)
-        for k, (m, v) in enumerate(sums):
-            self.fixed_mean[k].copy_(m[0] / n)
-            self.fixed_logvar[k].copy_(torch.log(v[0] / n + EPSILON))
 
     # --------------------------------------------------------------- distance
     def layer_terms(self, ref: list[Tensor], test: list[Tensor]) -> Tensor:
@@ -169,9 +165,13 @@ class StudentDPAM(nn.Module):
             out.append(self.layer_terms(a, b))
         return torch.stack(out, 1)
 
+    def layer_distances(self, ref: Tensor, tests: Tensor, *, window: int = 8 * 22050, hop: int = 4 * 22050) -> Tensor:
+        """Per-layer terms ``[N, 14]``, each the mean over windows. Differentiable."""
+        return self.window_terms(ref, tests, window, hop).mean(1)
+
     def forward(self, ref: Tensor, tests: Tensor, *, window: int = 8 * 22050, hop: int = 4 * 22050) -> Tensor:
         """Distances ``[N]``: the mean over windows of the summed layer terms. Differentiable."""
-        return self.window_terms(ref, tests, window, hop).sum(-1).mean(-1)
+        return self.layer_distances(ref, tests, window=window, hop=hop).sum(-1)
 
 
 # ------------------------------------------------------------------- training
@@ -235,7 +235,7 @@ def distances_from_terms(student: StudentDPAM, terms: Tensor) -> Tensor:
 
 
 # ------------------------------------------------------------------- files
-STUDENT_FORMAT = "jndqa-dpam-student/1"
+STUDENT_FORMAT = "jndqa-dpam-student/2"  # 2: BlurPool layers, then à trous (1 had fixed deep statistics)
 
 
 def save_student(student: StudentDPAM, path, metadata: dict[str, str] | None = None):
@@ -247,7 +247,8 @@ def save_student(student: StudentDPAM, path, metadata: dict[str, str] | None = N
     from .modelfile import atomic_write_bytes
 
     tensors = {k: v.detach().contiguous().clone() for k, v in student.state_dict().items()}
-    meta = {"format": STUDENT_FORMAT, "model_id": student.model_id, "per_signal_layers": str(student.per_signal_layers),
+    meta = {"format": STUDENT_FORMAT, "model_id": student.model_id, "dense_from": str(student.dense_from),
+            "fixed_from": "" if student.fixed_from is None else str(student.fixed_from),
             **(metadata or {})}  # fmt: skip
     atomic_write_bytes(Path(path), save(tensors, metadata=meta))
     return Path(path)
@@ -260,10 +261,15 @@ def load_student(path, release=None) -> StudentDPAM:
 
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
-    if meta.get("format") != STUDENT_FORMAT:
+    if meta.get("format") == STUDENT_FORMAT:
+        layout = {"dense_from": int(meta["dense_from"]), "fixed_from": None}
+        if meta.get("fixed_from"):
+            layout["fixed_from"] = int(meta["fixed_from"])
+    elif meta.get("format") == "jndqa-dpam-student/1":  # BlurPool in every layer, fixed statistics from 10
+        layout = {"dense_from": N_LAYERS, "fixed_from": int(meta["per_signal_layers"])}
+    else:
         raise ValueError(f"{path}: not a jndqa student model file (format {meta.get('format')!r})")
-    student = StudentDPAM(DPAM.official("scratch", release), per_signal_layers=int(meta["per_signal_layers"]),
-                          model_id=meta["model_id"])  # fmt: skip
+    student = StudentDPAM(DPAM.official("scratch", release), model_id=meta["model_id"], **layout)
     student.load_state_dict(load_file(str(path)))
     student.metadata = meta
     return student.eval()
@@ -295,58 +301,103 @@ def reference_pairs(seconds: float = 3.0, seed: int = 0) -> list[tuple[np.ndarra
     return pairs
 
 
+def _segment_loss(student: StudentDPAM, segment, layer_weight: float) -> Tensor:
+    """The fine-tuning loss of one segment's tests (see :func:`finetune`)."""
+    ref, tests, target, target_layers = segment
+    layers = student.layer_distances(
+        torch.as_tensor(ref, dtype=torch.float32), torch.as_tensor(tests, dtype=torch.float32)
+    )
+    log_d = torch.log(layers.sum(-1).clamp_min(1e-9))
+    loss = (log_d - torch.log(torch.as_tensor(target, dtype=torch.float32))).square().mean()
+    if layer_weight:
+        log_t = torch.log(torch.as_tensor(target_layers, dtype=torch.float32).clamp_min(1e-9))
+        loss = loss + layer_weight * (torch.log(layers.clamp_min(1e-9)) - log_t).square().mean()
+    return loss
+
+
 def finetune(
     student: StudentDPAM,
-    segments: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    segments: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
     *,
     epochs: int = 10,
+    layer_weight: float = 0.5,
     lr: float = 3e-4,
     seed: int = 0,
+    validation: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = (),
     checkpoint: Path | None = None,
     seconds: float | None = None,
     log=None,
 ) -> list[dict]:
     """Fine-tune every parameter of ``student`` so that its distances match the teacher's on a log
-    scale. ``segments``: (reference ``[L]``, tests ``[K, L]``, teacher distances ``[K]``), int16
-    scale; one Adam step per segment (its tests share the reference's activations), segments in
-    a seeded order per epoch. ``checkpoint``: a safetensors file rewritten after every epoch
-    (with the optimizer's step count and the epoch in its metadata); a run given an existing
-    checkpoint resumes after its epoch. ``seconds``: stop after the epoch that passes this
-    wall-clock budget. Returns the per-epoch history (mean training loss, seconds)."""
+    scale. ``segments``: (reference ``[L]``, tests ``[K, L]``, teacher distances ``[K]``, teacher
+    per-layer terms ``[K, 14]``), int16 scale. Loss per test: ``(log d − log D)²`` plus
+    ``layer_weight`` times the mean over the 14 layers of ``(log d_i − log D_i)²`` (the per-layer
+    terms are 14 targets per pair instead of one; the log makes the loss scale-free, so pairs of
+    every severity count alike and ranks follow). One Adam step per segment (its tests share the
+    reference's activations), segments in a seeded order per epoch; the learning rate decays from
+    ``lr`` along a cosine over ``epochs``.
+
+    ``validation``: segments of other recordings; their loss is measured after every epoch and the
+    student ends with the parameters of the epoch where it was lowest (early stopping: the
+    training loss keeps falling after the held-out agreement has stopped improving).
+    ``checkpoint``: a safetensors file rewritten after every epoch (the epoch and history in its
+    metadata; the best epoch's parameters in ``<checkpoint>.best``); a run given an existing
+    checkpoint resumes after its epoch with fresh Adam moments. ``seconds``: stop after the epoch
+    that passes this wall-clock budget. Returns the per-epoch history (training and validation
+    loss, learning rate, seconds)."""
     import time
 
     from safetensors.torch import load_file
 
     history: list[dict] = []
     start_epoch = 0
+    best_path = None if checkpoint is None else Path(str(checkpoint) + ".best")
+    best: dict | None = None
     if checkpoint is not None and Path(checkpoint).exists():
-        state = load_file(str(checkpoint))
-        student.load_state_dict({k: v for k, v in state.items() if not k.startswith("adam.")}, strict=False)
+        student.load_state_dict(load_file(str(checkpoint)))
         start_epoch = int(load_student_meta(checkpoint).get("epoch", "0"))
         history = json.loads(load_student_meta(checkpoint).get("history", "[]"))
+        if best_path.exists():
+            best = {"loss": float(load_student_meta(best_path)["validation_loss"]), "state": load_file(str(best_path))}
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr)
     t0 = time.perf_counter()
     student.train()
     for epoch in range(start_epoch, epochs):
+        for group in opt.param_groups:  # cosine decay over the epochs (a function of the epoch: resumable)
+            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
         order = np.random.default_rng([seed, epoch]).permutation(len(segments))
         total, t_epoch = 0.0, time.perf_counter()
         for j in order:
-            ref, tests, target = segments[j]
             opt.zero_grad()
-            d = student(torch.as_tensor(ref, dtype=torch.float32), torch.as_tensor(tests, dtype=torch.float32))
-            loss = (torch.log(d.clamp_min(1e-6)) - torch.log(torch.as_tensor(target, dtype=torch.float32))).square()
-            loss = loss.mean()
+            loss = _segment_loss(student, segments[j], layer_weight)
             loss.backward()
             opt.step()
             total += float(loss.detach())
-        history.append({"epoch": epoch + 1, "loss": total / len(segments), "seconds": time.perf_counter() - t_epoch})
+        entry = {"epoch": epoch + 1, "loss": total / len(segments), "lr": opt.param_groups[0]["lr"]}
+        if validation:
+            with torch.no_grad():
+                entry["validation_loss"] = sum(
+                    float(_segment_loss(student, v, layer_weight)) for v in validation
+                ) / len(validation)
+            if best is None or entry["validation_loss"] < best["loss"]:
+                state = {k: v.detach().clone() for k, v in student.state_dict().items()}
+                best = {"loss": entry["validation_loss"], "state": state}
+                if best_path is not None:
+                    save_student(student, best_path, {"epoch": str(epoch + 1), "validation_loss": repr(best["loss"])})
+        entry["seconds"] = time.perf_counter() - t_epoch
+        history.append(entry)
         if log:
-            log(f"epoch {epoch + 1}: loss {history[-1]['loss']:.4f} ({history[-1]['seconds']:.0f} s)")
+            v = f", validation {entry['validation_loss']:.4f}" if validation else ""
+            log(f"epoch {epoch + 1}: loss {entry['loss']:.4f}{v} ({entry['seconds']:.0f} s)")
         if checkpoint is not None:
             save_student(student, checkpoint, {"epoch": str(epoch + 1), "history": json.dumps(history)})
         if seconds is not None and time.perf_counter() - t0 > seconds:
             break
+    if best is not None:
+        student.load_state_dict(best["state"])
+        if log:
+            log(f"kept the parameters of the epoch with the lowest validation loss ({best['loss']:.4f})")
     student.eval()
     return history
 

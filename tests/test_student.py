@@ -46,6 +46,25 @@ def test_student_scores_windows_and_channels_like_dense():
     assert s.channels[1] == 0.0 and s.worst_channel == 0 and s.distance == s.channels[0]
 
 
+@pytest.mark.usefixtures("release")
+def test_student_with_every_layer_a_trous_is_the_dense_protocol():
+    """``dense_from=0``: no BlurPool layer, every layer dilated by 2**i on the sample grid, i.e. the
+    dense protocol itself; with the official weights it must give the dense distance (one 3 s
+    window) and per-layer terms."""
+    import torch
+
+    from jndqa.metric import DPAM, DPAMScorer
+    from jndqa.metric.student import StudentDPAM
+
+    ref, test = reference_pairs()[1]
+    dense = DPAMScorer("scratch", "dense").score(ref, test)
+    student = StudentDPAM(DPAM.official("scratch"), dense_from=0)
+    with torch.no_grad():
+        layers = student.layer_distances(torch.from_numpy(ref), torch.from_numpy(test)[None])[0]
+    assert layers.double().numpy() == pytest.approx(dense.layer_terms, rel=1e-4)
+    assert float(layers.sum()) == pytest.approx(dense.distance, rel=1e-4)
+
+
 def _train_script():
     spec = importlib.util.spec_from_file_location("train_student", ROOT / "benchmarks" / "train_student.py")
     mod = importlib.util.module_from_spec(spec)
