@@ -28,8 +28,8 @@ reproduce the dense distances (``benchmarks/train_student.py``):
 Why the low-pass, measured on the teacher pairs: the official weights evaluated at one phase of
 layers 0-4 (decimated as the official network does) and à trous from layer 5 agree with the
 teacher to Spearman 0.989 on held-out pairs without any training, but a one-sample shift of the
-input changes that score by a median 14 % (measured with à trous from layer 6), because the
-shallow phase is fixed. The low-pass is what makes the student shift-robust; training makes it
+input changes that score by a median 13 % (worst 131 %), because the shallow phase is fixed
+(``benchmarks/student_ablation.py``). The low-pass is what makes the student shift-robust; training makes it
 agree.
 
 Input contract: mono, 22,050 Hz, int16 scale (as :func:`jndqa.metric.prepare_samples` gives),
