@@ -2,8 +2,9 @@
 
 The dense protocol (:mod:`jndqa.metric.dense`) is stable and monotone but costs 133x the
 official network's FLOPs. It is the official network evaluated at every decimation phase (the
-"algorithme à trous"); the official network is one phase, so its score moves by up to 80 % when
-the signal moves by a sample. The student keeps the official architecture's shape (14 layers,
+"algorithme à trous"); the official network is one phase, so on some material its score moves
+by up to 80 % when the signal moves by a sample (``benchmarks/bench_dense.py``; on the release's
+sample clips it moves by less than 0.1 %). The student keeps the official architecture's shape (14 layers,
 kernel 3, 32/64/128 channels, leaky ReLU 0.2, per-signal normalisation without scale, the
 per-layer channel-weighted L1 distance), starts from the official weights, and is trained to
 reproduce the dense distances (``benchmarks/train_student.py``):
