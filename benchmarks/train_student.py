@@ -120,13 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     held = np.array([rank[s.item] % 4 == 0 for s in specs])
     val = np.array([rank[s.item] % 8 == 2 for s in specs])
     if args.held_out:
-        names = {Path(s.path).stem for s in specs} | {Path(s.path).relative_to(args.corpus).as_posix() for s in specs}
-        unknown = sorted(set(args.held_out) - names)
+        names = {s.path: {Path(s.path).stem, Path(s.path).relative_to(args.corpus).as_posix()} for s in specs}
+        unknown = sorted(set(args.held_out) - set().union(*names.values()))
         if unknown:
             sys.exit(f"--held-out: no item {unknown[0]!r} in {args.corpus}")
-        chosen = set(args.held_out)
-        held = np.array([Path(s.path).stem in chosen or Path(s.path).relative_to(args.corpus).as_posix() in chosen
-                         for s in specs])  # fmt: skip
+        held = np.array([bool(names[s.path] & set(args.held_out)) for s in specs])
         val &= ~held
     elif held.all() or not held.any():  # tiny corpora: hold out the last item
         held = np.array([s.path == items[-1] for s in specs])

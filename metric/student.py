@@ -356,8 +356,8 @@ def finetune(
     best: dict | None = None
     if checkpoint is not None and Path(checkpoint).exists():
         student.load_state_dict(load_file(str(checkpoint)))
-        start_epoch = int(load_student_meta(checkpoint).get("epoch", "0"))
-        history = json.loads(load_student_meta(checkpoint).get("history", "[]"))
+        meta = load_student_meta(checkpoint)
+        start_epoch, history = int(meta.get("epoch", "0")), json.loads(meta.get("history", "[]"))
         if best_path.exists():
             best = {"loss": float(load_student_meta(best_path)["validation_loss"]), "state": load_file(str(best_path))}
     params = [p for p in student.parameters() if p.requires_grad]
