@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_student.py            # stability, ladders, speed
     .venv/bin/python benchmarks/bench_student.py --quick    # fewer shifts and trims
+    .venv/bin/python benchmarks/bench_student.py --weights student/run/student.safetensors  # a candidate
 
 Uses the dense benchmark's material (benchmarks/bench_dense.py: a 7.5 s espeak-ng speech and a
 fluidsynth music excerpt, the same five degradations, shifts and trims, the same ladders):
@@ -41,13 +42,15 @@ def _bench_dense():
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--weights", type=Path, default=None, help="a student file (default: the committed student)")
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "jndqa" / "bench-dense"))
     args = ap.parse_args(argv)
     bd = _bench_dense()
     from jndqa.metric import DPAMScorer
     from jndqa.metric.student import load_student, student_weights
 
-    meta = load_student(student_weights()).metadata
+    student = load_student(args.weights or student_weights())
+    meta = student.metadata
     held = json.loads(meta.get("heldout", "{}")).get("held-out", {})
     rho, err = held.get("spearman", float("nan")), held.get("median_rel_error", float("nan"))
     print(f"student {meta['model_id']}: teacher data {meta.get('teacher_pairs')} pairs, hash "
@@ -56,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
 
     bd.check_encoders()
     mats = bd.materials(Path(args.cache), False)
-    scorers = {p: DPAMScorer("scratch", p) for p in ("official", "dense", "student")}
+    scorers = {p: DPAMScorer("scratch", p) for p in ("official", "dense")}
+    scorers["student"] = DPAMScorer("scratch", "student", student=student)
     shifts = (1, 22, 1001) if args.quick else bd.SHIFTS
     trims = (1, 4) if args.quick else bd.TRIMS
 

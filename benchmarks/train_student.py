@@ -1,38 +1,47 @@
 """Train the fast student of the dense protocol (issue 8) and write its weights.
 
-    .venv/bin/python benchmarks/train_student.py --corpus demo-work/corpus --db student/teacher.duckdb \\
-        --out metric/weights/dpam-dense-student-v1.safetensors
+The committed ``dpam-dense-student-v2`` was written by (the demo corpus is ``make demo``'s; the
+extra recordings are :mod:`jndqa.datasets.student_corpus`'s):
 
-1. Teacher pairs: ``--segments`` random segments (2-6 s) of every corpus item, each degraded
-   ``--degradations`` times (noise, reverberation, low-pass, band EQ, mu-law, MP3/AAC/Opus/Vorbis
-   ladders; :mod:`jndqa.flows.student`). Their dense-protocol distances are cached in ``--db``:
-   a rerun computes only new pairs.
-2. Split by source recording (items ranked by content sha256): ranks 0, 4, 8, ... are held out,
-   ranks 2, 10, 18, ... are the validation set that stops the fine-tuning, the rest train.
-3. The student (:mod:`jndqa.metric.student`: BlurPool layers, then à-trous layers from
-   ``--dense-from``) starts from the official weights, or from ``--init`` (a saved student, e.g.
-   the committed one, to continue its training); its per-channel weights are fitted so that each
+    .venv/bin/python -m jndqa.datasets.student_corpus student-work/extra
+    .venv/bin/python benchmarks/train_student.py --corpus demo-work/corpus student-work/extra \\
+        --segments 10 5 --degradations 10 8 --db student-work/teacher.duckdb \\
+        --init metric/weights/dpam-dense-student-v1.safetensors --blur-taps 5 --steps 500 --epochs 8 \\
+        --held-out blupi_1 alsa_voices espeak_0 music009_002s music009_030s espeak_pl_m4 fb_effects \\
+        --out metric/weights/dpam-dense-student-v2.safetensors
+
+1. Teacher pairs: ``--segments`` random segments (2-6 s) of every item of each ``--corpus``, each
+   degraded ``--degradations`` times (one value, or one per corpus; noise, reverberation,
+   low-pass, band EQ, mu-law, MP3/AAC/Opus/Vorbis ladders; :mod:`jndqa.flows.student`). Each
+   corpus draws its own pairs, so adding a corpus leaves the others' pairs as they were. Their
+   dense-protocol distances are cached in ``--db`` (keyed by the audio): a rerun, or a run with
+   another corpus added, computes only new pairs.
+2. Split by source recording: ``--held-out`` names the held-out items (file stems or paths
+   relative to their corpus); without it, items ranked by content sha256 at ranks 0, 4, 8, ... are
+   held out. Ranks 2, 10, 18, ... of the rest are the validation set that stops the fine-tuning;
+   the rest train.
+3. The student (:mod:`jndqa.metric.student`: BlurPool layers with a ``--blur-taps`` binomial
+   low-pass, then à-trous layers from ``--dense-from``) starts from the official weights, or from
+   ``--init`` (a saved student; given another layout, or a format-1 file, its kernels, betas and
+   channel weights move into the new layout); its per-channel weights are fitted so that each
    layer's term, and the sum, match the teacher's on a log scale (the log makes the fit
    scale-free and ranks pairs; full-batch Adam, seeded, deterministic; ``--steps``).
 4. ``--epochs``: every parameter is fine-tuned on the log distance and the log per-layer terms
-   (``--layer-weight``), one Adam step per segment, seeded, deterministic on the CPU, checkpointed
-   after every epoch next to ``--out`` (a rerun resumes), within ``--minutes``.
+   (``--layer-weight``), one Adam step per segment, cosine learning rate, seeded, deterministic on
+   the CPU, checkpointed after every epoch next to ``--out`` (a rerun resumes exactly), within
+   ``--minutes``; the epoch with the lowest validation loss is kept.
 5. Held-out agreement (Spearman, median relative error) is printed and stored in the weights'
-   metadata with the teacher data hash.
+   metadata with the teacher data hash, the split and the ``--init`` file's sha256.
 
-Continue training the committed student on a corpus:
-
-    .venv/bin/python benchmarks/train_student.py --corpus demo-work/corpus --db student/teacher.duckdb \
-        --init metric/weights/dpam-dense-student-v1.safetensors --steps 0 --epochs 20 --minutes 75 \
-        --out metric/weights/dpam-dense-student-v1.safetensors
-
-``--tiny`` runs the whole script on 2 segments x 2 degradations of 4 items (the test does).
+``--tiny`` runs the whole script on 2 segments x 2 degradations of the first corpus's first 4
+items (the test does).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -42,11 +51,17 @@ import numpy as np
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--corpus", type=Path, required=True, help="folder of audio items (searched recursively)")
+    ap.add_argument(
+        "--corpus",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="folders of audio items (searched recursively), e.g. the demo corpus and jndqa.datasets.student_corpus",
+    )
     ap.add_argument("--db", type=Path, required=True, help="DuckDB file caching the teacher's scores")
     ap.add_argument("--out", type=Path, required=True, help="the student's safetensors file")
-    ap.add_argument("--segments", type=int, default=10)
-    ap.add_argument("--degradations", type=int, default=10)
+    ap.add_argument("--segments", type=int, nargs="+", default=[10], help="segments per item (one value per --corpus)")
+    ap.add_argument("--degradations", type=int, nargs="+", default=[10], help="pairs per segment (per --corpus)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the training (order, fit)")
     ap.add_argument(
         "--pair-seeds",
@@ -64,6 +79,13 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=None,
         help="first layer evaluated à trous, not decimated (default 8; see jndqa.metric.student)",
+    )
+    ap.add_argument(
+        "--blur-taps",
+        type=int,
+        default=None,
+        help="binomial low-pass before each decimation, in taps (default: 5, [1, 4, 6, 4, 1] / 16, or the --init "
+        "student's; 3: [1, 2, 1] / 4)",
     )
     ap.add_argument(
         "--layer-weight",
@@ -92,19 +114,40 @@ def main(argv: list[str] | None = None) -> int:
 
     from jndqa.flows.student import TEACHER_ID, make_specs, teacher_scores
     from jndqa.metric import DPAM
-    from jndqa.metric.student import StudentDPAM, channel_terms, distances_from_terms, fit_channel_weights, save_student
+    from jndqa.metric.student import (
+        DENSE_FROM,
+        STUDENT_VERSION,
+        StudentDPAM,
+        channel_terms,
+        distances_from_terms,
+        fit_channel_weights,
+        save_student,
+    )
     from jndqa.store import Store
 
     torch.manual_seed(args.seed)
-    items = sorted(str(p) for p in args.corpus.rglob("*") if p.suffix.lower() in (".wav", ".flac"))
+
+    def per_corpus(values: list[int], name: str) -> list[int]:
+        if len(values) not in (1, len(args.corpus)):
+            sys.exit(f"{name}: give one value, or one per --corpus ({len(args.corpus)})")
+        return values * len(args.corpus) if len(values) == 1 else values
+
+    segments_of, degradations_of = (
+        per_corpus(args.segments, "--segments"),
+        per_corpus(args.degradations, "--degradations"),
+    )
+    corpora = [sorted(str(p) for p in c.rglob("*") if p.suffix.lower() in (".wav", ".flac")) for c in args.corpus]
     if args.tiny:
-        items, args.segments, args.degradations = items[:4], 2, 2
+        corpora, segments_of, degradations_of = [corpora[0][:4]], [2], [2]
+    items = [i for c in corpora for i in c]
     if len(items) < 2:
-        sys.exit(f"{args.corpus}: need at least 2 audio items")
+        sys.exit(f"{' '.join(map(str, args.corpus))}: need at least 2 audio items")
     t0 = time.perf_counter()
+    # Each corpus draws its own pairs (a corpus added later leaves the earlier ones' pairs, and their
+    # cached teacher scores, as they were).
     specs = [
-        spec for seed in args.pair_seeds
-        for spec in make_specs(items, seed=seed, segments=args.segments, degradations=args.degradations)
+        spec for seed in args.pair_seeds for c, n, m in zip(corpora, segments_of, degradations_of, strict=True)
+        for spec in make_specs(c, seed=seed, segments=n, degradations=m)
     ]  # fmt: skip
 
     def progress(done: int, total: int, new: int) -> None:
@@ -120,10 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     held = np.array([rank[s.item] % 4 == 0 for s in specs])
     val = np.array([rank[s.item] % 8 == 2 for s in specs])
     if args.held_out:
-        names = {s.path: {Path(s.path).stem, Path(s.path).relative_to(args.corpus).as_posix()} for s in specs}
+        names = {
+            s.path: {Path(s.path).stem} | {Path(s.path).relative_to(c).as_posix() for c in args.corpus
+                                           if Path(s.path).is_relative_to(c)}
+            for s in specs
+        }  # fmt: skip
         unknown = sorted(set(args.held_out) - set().union(*names.values()))
         if unknown:
-            sys.exit(f"--held-out: no item {unknown[0]!r} in {args.corpus}")
+            sys.exit(f"--held-out: no item {unknown[0]!r} in {' '.join(map(str, args.corpus))}")
         held = np.array([bool(names[s.path] & set(args.held_out)) for s in specs])
         val &= ~held
     elif held.all() or not held.any():  # tiny corpora: hold out the last item
@@ -131,13 +178,26 @@ def main(argv: list[str] | None = None) -> int:
     if (held | val).all():
         val[:] = False
     train = ~held & ~val
+    layout = {} if args.dense_from is None else {"dense_from": args.dense_from}
+    if args.blur_taps is not None:
+        if args.blur_taps < 1 or args.blur_taps % 2 == 0:
+            sys.exit(f"--blur-taps must be odd, got {args.blur_taps}")
+        layout["blur"] = tuple(
+            math.comb(args.blur_taps - 1, k) / 2 ** (args.blur_taps - 1) for k in range(args.blur_taps)
+        )
     if args.init is not None:
         from jndqa.metric.student import load_student
 
         student = load_student(args.init)
+        if layout or student.fixed_from is not None:  # a new layout: keep the kernels, betas and channel weights
+            layout = {"dense_from": student.dense_from if student.fixed_from is None else DENSE_FROM,
+                      "blur": tuple(student.blur.flatten().tolist()), **layout}  # fmt: skip
+            state = {k: v for k, v in student.state_dict().items() if not k.startswith("fixed_")}
+            student = StudentDPAM(DPAM.official("scratch"), model_id=STUDENT_VERSION, **layout)
+            student.load_state_dict(state)
+            print(f"from {args.init.name}, in a new layout: {layout}")
     else:
-        layers = {} if args.dense_from is None else {"dense_from": args.dense_from}
-        student = StudentDPAM(DPAM.official("scratch"), model_id="dpam-dense-student-v1", **layers)
+        student = StudentDPAM(DPAM.official("scratch"), model_id=STUDENT_VERSION, **layout)
     segments: dict[tuple, list[int]] = {}
     for i, s in enumerate(specs):
         segments.setdefault((s.item, s.start, s.length), []).append(i)
@@ -193,9 +253,12 @@ def main(argv: list[str] | None = None) -> int:
                 tests = torch.from_numpy(np.stack([data["test"][i] for i in idx]).astype(np.float32))
                 terms[idx] = channel_terms(student, ref, tests)
         result = report("fine-tuned")
-        ckpt.unlink(missing_ok=True)
-        Path(str(ckpt) + ".best").unlink(missing_ok=True)
+        for leftover in (ckpt, Path(str(ckpt) + ".best"), Path(str(ckpt) + ".adam")):
+            leftover.unlink(missing_ok=True)
+    from jndqa.datasets.corpus import file_sha256
+
     meta = {"parent": "dpam-scratch-official", "init": str(args.init or "dpam-scratch-official"),
+            "init_sha256": "" if args.init is None else file_sha256(args.init),
             "teacher": TEACHER_ID, "teacher_data_hash": data["data_hash"],
             "teacher_pairs": str(len(specs)), "heldout": json.dumps(result), "seed": str(args.seed),
             "pair_seeds": json.dumps(args.pair_seeds),

@@ -46,8 +46,18 @@ class MetricConfig(_Strict):
 
     @model_validator(mode="after")
     def _student(self) -> MetricConfig:
-        """``model: dpam-dense-student-v1`` is the student, which only runs its own protocol."""
-        if self.model == "dpam-dense-student-v1":
+        """``model: dpam-dense-student-v2`` (the committed student) runs the student protocol; a
+        retired student version is an error that names the current one."""
+        if self.model.startswith("dpam-dense-student-"):
+            from jndqa.metric.student import RETIRED_STUDENTS, STUDENT_VERSION
+
+            if self.model in RETIRED_STUDENTS:
+                raise ValueError(
+                    f"metric.model: {self.model} is retired ({RETIRED_STUDENTS[self.model]}); write "
+                    f"`model: {STUDENT_VERSION}` or `protocol: student` (the committed student)"
+                )
+            if self.model != STUDENT_VERSION:
+                raise ValueError(f"metric.model: no student {self.model!r}; the committed one is {STUDENT_VERSION}")
             self.protocol = "student"
         return self
 

@@ -187,13 +187,18 @@ def teacher_scores(store, specs: list[PairSpec], *, progress=None, ffmpeg: str |
 
 
 def register_student(store) -> None:
-    """Record the committed student in the registry (once): version ``dpam-dense-student-v1``,
+    """Record the committed student in the registry (once): version ``dpam-dense-student-v2``,
     parent the official weights, status ``available`` (selected by ``metric.protocol: student``,
-    never production), its teacher data hash and held-out agreement from the weights' metadata."""
+    never production), its teacher data hash and held-out agreement from the weights' metadata.
+    Earlier students still ``available`` in the store are retired (their weights no longer ship)."""
     from safetensors import safe_open
 
-    from jndqa.metric.student import STUDENT_VERSION, student_weights
+    from jndqa.metric.student import RETIRED_STUDENTS, STUDENT_VERSION, student_weights
 
+    for version, why in RETIRED_STUDENTS.items():
+        old = store.model(version)
+        if old is not None and old["status"] == "available":
+            store.retire_model(version, why)
     if store.model(STUDENT_VERSION) is not None:
         return
     try:

@@ -623,6 +623,12 @@ class Store:
             con.execute("UPDATE models SET status = ?, reason = ?, decided = ? WHERE version = ?",
                         [status, reason, _now(), version])  # fmt: skip
 
+    def retire_model(self, version: str, reason: str) -> None:
+        """Retire an ``available`` model (a replaced student), with the reason."""
+        with self.transaction() as con:
+            con.execute("UPDATE models SET status = 'retired', reason = ?, decided = ? WHERE version = ? "
+                        "AND status = 'available'", [reason, _now(), version])  # fmt: skip
+
     # ---------------------------------------------------------------- trainings
     def begin_training(self, training_id: str, data_hash: str, judgments: int) -> None:
         with self.transaction() as con:

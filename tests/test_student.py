@@ -19,16 +19,20 @@ ROOT = Path(__file__).parents[1]
 
 
 @pytest.mark.usefixtures("release")
-def test_committed_student_reproduces_its_recorded_scores():
+@pytest.mark.parametrize("version", [STUDENT_VERSION, "dpam-dense-student-v1"])
+def test_committed_student_reproduces_its_recorded_scores(version):
+    """The committed student, and the retired v1 (format 1, a 3-tap low-pass: v2's --init)."""
     from jndqa.metric import DPAMScorer
 
-    path = student_weights()
+    path = student_weights().with_name(f"{version}.safetensors")
     recorded = json.loads(path.with_suffix(".json").read_text())
     student = load_student(path)
-    assert student.model_id == STUDENT_VERSION == recorded["model_id"]
+    assert student.model_id == version == recorded["model_id"]
     assert student.metadata["parent"] == "dpam-scratch-official"
     assert student.metadata["teacher_data_hash"] == recorded["teacher_data_hash"]
-    scorer = DPAMScorer("scratch", "student")
+    scorer = DPAMScorer("scratch", "student", student=student)
+    if version == STUDENT_VERSION:
+        assert DPAMScorer("scratch", "student").student.metadata == student.metadata  # the default
     got = [scorer.score(r, t).distance for r, t in reference_pairs()]
     # Recorded by benchmarks/train_student.py right after training (see the .json next to the weights).
     assert got == pytest.approx(recorded["recorded"]["distances"], rel=1e-4)
@@ -104,19 +108,121 @@ def test_training_script_runs_end_to_end_on_a_tiny_set(tmp_path, sample, capsys)
     again = load_file(out)
     assert again.keys() == weights.keys() and all(bool((again[k] == weights[k]).all()) for k in weights)
     assert load_student(out).metadata == student.metadata
+    # A second corpus with its own pair counts; continue from the saved student with a 5-tap low-pass.
+    # The first corpus's pairs are the tiny run's (same items, seed and counts), so only the
+    # second corpus's 1 segment x 3 degradations are new teacher scores.
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    sf.write(extra / "other.wav", np.roll(sample["ref"], 9000)[: int(2.5 * 22050)] / 32768.0, 22050, subtype="PCM_16")
+    out5 = tmp_path / "student5.safetensors"
+    assert script.main(["--corpus", str(corpus), str(extra), "--segments", "2", "1", "--degradations", "2", "3",
+                        "--db", str(tmp_path / "teacher.duckdb"), "--out", str(out5), "--init", str(out),
+                        "--blur-taps", "5", "--steps", "0", "--epochs", "1", "--held-out", "other"]) == 0  # fmt: skip
+    log = capsys.readouterr().out
+    assert "teacher data: 19 pairs" in log and "held-out   pairs     3" in log
+    with Store(tmp_path / "teacher.duckdb", read_only=True).connect() as con:
+        assert con.execute("SELECT count(*) FROM teacher_scores").fetchone()[0] == 19
+    relaid = load_student(out5)
+    assert relaid.blur.flatten().tolist() == [1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16]
+    assert json.loads(relaid.metadata["heldout_items"]) == ["other.wav"]
+
+
+@pytest.mark.usefixtures("release")
+def test_student_low_pass_is_part_of_the_saved_layout(tmp_path):
+    import torch
+
+    from jndqa.metric import DPAM
+    from jndqa.metric.student import StudentDPAM, save_student
+
+    official = DPAM.official("scratch")
+    ref, test = (torch.from_numpy(x) for x in reference_pairs()[2])
+    five = StudentDPAM(official, blur=(1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16))
+    loaded = load_student(save_student(five, tmp_path / "five.safetensors"))
+    assert loaded.blur.flatten().tolist() == [1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16]
+    with torch.no_grad():
+        three = StudentDPAM(official, blur=(0.25, 0.5, 0.25))
+        d5, d5_loaded, d3 = (float(s(ref, test[None])[0]) for s in (five, loaded, three))
+    assert d5_loaded == d5 and abs(d5 / d3 - 1) > 1e-3  # a different low-pass, a different network
+    for bad in ((0.5, 0.5), (0.25, 0.5, 0.5)):
+        with pytest.raises(ValueError, match="odd number of taps summing to 1"):
+            StudentDPAM(official, blur=bad)
+
+
+@pytest.mark.usefixtures("release")
+def test_finetune_resumes_exactly_where_it_stopped(tmp_path):
+    """Two epochs in one go, and one epoch, a stop, then a resumed run from the checkpoint: the
+    same parameters to the bit (the Adam moments travel with the checkpoint)."""
+    import torch
+
+    from jndqa.metric import DPAM
+    from jndqa.metric.student import StudentDPAM, finetune
+
+    torch.use_deterministic_algorithms(True)
+    official = DPAM.official("scratch")
+    rng = np.random.default_rng(0)
+    segments = []
+    for k in range(3):
+        ref = (rng.standard_normal(11025) * 3000).astype(np.float32)
+        tests = np.stack([ref + (rng.standard_normal(11025) * s).astype(np.float32) for s in (100, 1000)])
+        segments.append((ref, tests, np.array([1.0, 2.0]) * (k + 1), np.full((2, 14), 0.1 * (k + 1))))
+
+    def run(checkpoint, seconds):
+        student = StudentDPAM(official, model_id="t")
+        finetune(student, segments, epochs=2, lr=1e-3, checkpoint=checkpoint, seconds=seconds)
+        return {k: v.clone() for k, v in student.state_dict().items()}
+
+    whole = run(None, None)
+    ckpt = tmp_path / "ckpt.safetensors"
+    first = run(ckpt, 0.0)  # stops after the first epoch
+    assert (tmp_path / "ckpt.safetensors.adam").is_file()
+    resumed = run(ckpt, None)
+    assert any(not torch.equal(first[k], whole[k]) for k in whole)
+    assert all(torch.equal(resumed[k], whole[k]) for k in whole)
+
+
+def test_student_corpus_builder_renders_real_sources_and_skips_a_missing_one(tmp_path, monkeypatch):
+    """One source of each kind (fluidsynth, the soundtrack, the effects, espeak-ng, festival), the
+    real Debian packages; a missing MIDI file is reported and skipped, not replaced."""
+    from jndqa.datasets import student_corpus as sc
+
+    monkeypatch.setattr(sc, "MIDI_EXCERPTS", [("music000.mid", 2.0), ("no-such.mid", 2.0)])
+    monkeypatch.setattr(sc, "SOUNDTRACK_EXCERPTS", [("introzik.ogg", 10.0)])
+    monkeypatch.setattr(sc, "ESPEAK_VOICES", [("de", 150, 45, 0)])
+    monkeypatch.setattr(sc, "FESTIVAL", [("voice_kal_diphone", 3)])
+    lines: list[str] = []
+    rows = sc.build_student_corpus(tmp_path / "extra", log=lines.append)
+    got = {r["path"]: r["source"] for r in rows}
+    assert list(got) == ["music/music000_002s.wav", "music/introzik_010s.wav", "music/fb_effects.wav",
+                         "speech/espeak_de.wav", "speech/festival_kal_3.wav"]  # fmt: skip
+    assert any("music/no-such_002s.wav: skipped" in line for line in lines)
+    for rel in got:
+        info = sf.info(tmp_path / "extra" / rel)
+        assert 2.0 < info.duration <= 15.0, rel
+    assert sf.info(tmp_path / "extra" / "music/music000_002s.wav").duration == pytest.approx(8.0, abs=1e-3)
+    with open(tmp_path / "extra" / "corpus.csv") as f:
+        assert f.read().count("\n") == 1 + len(rows)
 
 
 def test_registry_and_config_select_the_student(tmp_path):
-    from jndqa.flows.config import load_config
+    from jndqa.flows.config import ConfigError, load_config
     from jndqa.flows.student import register_student
     from jndqa.store import Store
 
     store = Store(tmp_path / "jndqa.duckdb")
+    # A store from before v2 lists the first student as available: registering v2 retires it.
+    store.add_model({"version": "dpam-dense-student-v1", "model_id": "dpam-dense-student-v1", "kind": "student"},
+                    status="available")  # fmt: skip
     register_student(store)
+    assert store.model("dpam-dense-student-v1")["status"] == "retired"
+    assert "replaced by dpam-dense-student-v2" in store.model("dpam-dense-student-v1")["reason"]
     row = store.model(STUDENT_VERSION)
     assert row["status"] == "available" and row["parent"] == "dpam-scratch-official"
     assert row["data_hash"] == json.loads(student_weights().with_suffix(".json").read_text())["teacher_data_hash"]
     assert store.production_model()["version"] != STUDENT_VERSION
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("corpus:\n  root: .\nvariants:\n  - codec: libopus\nmetric:\n  model: dpam-dense-student-v1\n")
-    assert load_config(cfg).metric.protocol == "student"
+    text = "corpus:\n  root: .\nvariants:\n  - codec: libopus\nmetric:\n  model: {}\n"
+    cfg.write_text(text.format(STUDENT_VERSION))
+    assert STUDENT_VERSION == "dpam-dense-student-v2" and load_config(cfg).metric.protocol == "student"
+    cfg.write_text(text.format("dpam-dense-student-v1"))
+    with pytest.raises(ConfigError, match=r"dpam-dense-student-v1 is retired.*model: dpam-dense-student-v2"):
+        load_config(cfg)
