@@ -39,8 +39,8 @@ recordings, 7 held out): the low-pass changes what every later layer sees. Layer
 full rate and matches the teacher's layer 0 to 0.5 % (median absolute deviation of the log ratio
 of the layer terms); one low-pass deeper, layer 1 is off by 8 %, and the error grows with depth
 to 17-21 % in layers 8-13, which carry three quarters of the distance (layers 11-13: 73 %).
-Training on more recordings (9 → 38 training recordings) took the held-out median relative error
-from 20 % to 17 %; the training pairs reach 10 %.
+Training on more recordings (9 → 38 training recordings) took the median relative error on the
+first student's three held-out items from 20 % to 17.5 %; the training pairs reach 10 %.
 
 Input contract: mono, 22,050 Hz, int16 scale (as :func:`jndqa.metric.prepare_samples` gives),
 ``[L]`` or ``[N, L]``. Cost: the BlurPool layers run at their input's rate (twice the official
