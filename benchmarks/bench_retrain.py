@@ -56,8 +56,10 @@ def main() -> int:
         s = retrain([csv], db, RetrainSettings(mode=mode, golden=str(golden.csv), epochs=args.epochs),
                     log=lambda _: None)  # fmt: skip
         seconds = time.perf_counter() - t0
-        print(f"\n== mode {name}: {s['status'].upper()} in {seconds:.1f} s (best epoch {s.get('best_epoch')}, "
-              f"{s.get('train_pairs')} training pairs, {s.get('test_pairs')} held out, {s.get('golden_pairs')} golden)")
+        print(
+            f"\n== mode {name}: {s['status'].upper()} in {seconds:.1f} s (best epoch {s.get('best_epoch')}, "
+            f"{s.get('train_pairs')} training pairs, {s.get('test_pairs')} held out, {s.get('golden_pairs')} golden)"
+        )
         print(f"   {s['reason']}")
         for split in ("test", "golden"):
             m = s.get("metrics", {}).get(split)
