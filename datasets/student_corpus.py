@@ -85,19 +85,25 @@ def build_student_corpus(dest: str | Path, *, log: Callable[[str], None] = print
         rows.append({"path": rel, "tags": tags, "source": source})
         log(f"  {rel:32s} {len(data) / rate:4.1f} s  {rate} Hz  {data.shape[1]} ch  ({source})")
 
-    renders: dict[str, tuple[np.ndarray, int]] = {}
+    sources: dict[str, tuple[np.ndarray, int]] = {}  # each MIDI rendered, each soundtrack decoded, once
 
     def midi_excerpt(midi: str, start: float) -> tuple[np.ndarray, int]:
-        if midi not in renders:
+        if midi not in sources:
             for need in (SOUNDFONT, MIDI_DIR / midi):
                 if not need.is_file():
                     raise FileNotFoundError(f"{need} is missing (install the Debian packages: make setup)")
             out = tmp / f"{midi}.wav"
             _fluidsynth(MIDI_DIR / midi, out)
-            renders[midi] = _read(out)
-        data, rate = renders[midi]
+            sources[midi] = _read(out)
+        data, rate = sources[midi]
         if len(data) < (start + SECONDS) * rate:
             raise ValueError(f"render is {len(data) / rate:.0f} s, too short for an excerpt at {start:.0f} s")
+        return _trim(data, rate, SECONDS, start=start), rate
+
+    def soundtrack_excerpt(name: str, start: float) -> tuple[np.ndarray, int]:
+        if name not in sources:
+            sources[name] = _read(FB_DIR / name)
+        data, rate = sources[name]
         return _trim(data, rate, SECONDS, start=start), rate
 
     def effects() -> tuple[np.ndarray, int]:
@@ -122,7 +128,7 @@ def build_student_corpus(dest: str | Path, *, log: Callable[[str], None] = print
                 f"fluidsynth {midi} from {start:.0f} s")  # fmt: skip
         for name, start in SOUNDTRACK_EXCERPTS:
             add(f"music/{Path(name).stem}_{start:03.0f}s.wav",
-                lambda n=name, s=start: (lambda d, r: (_trim(d, r, SECONDS, start=s), r))(*_read(FB_DIR / n)),
+                lambda n=name, s=start: soundtrack_excerpt(n, s),
                 "music", f"fb-music-high {name} from {start:.0f} s")  # fmt: skip
         add("music/fb_effects.wav", effects, "effects", "frozen-bubble sound effects, joined")
         for voice, wpm, pitch, sentence in ESPEAK_VOICES:

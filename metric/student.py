@@ -364,7 +364,9 @@ def finetune(
     loss, learning rate, seconds)."""
     import time
 
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file, save
+
+    from .modelfile import atomic_write_bytes
 
     history: list[dict] = []
     start_epoch = 0
@@ -413,10 +415,6 @@ def finetune(
             v = f", validation {entry['validation_loss']:.4f}" if validation else ""
             log(f"epoch {epoch + 1}: loss {entry['loss']:.4f}{v} ({entry['seconds']:.0f} s)")
         if checkpoint is not None:
-            from safetensors.torch import save
-
-            from .modelfile import atomic_write_bytes
-
             moments = {
                 f"{j}.{k}": v.detach().clone() for j, st in opt.state_dict()["state"].items() for k, v in st.items()
             }
