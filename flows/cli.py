@@ -474,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="dense",
         choices=["dense", "official", "student"],
         help="dense (default): undecimated, windowed, stable to shifts; official: parity with the release; "
-        "student: the fast student of dense (dpam-dense-student-v2, about 130x real time; experimental: it "
+        "student: the fast student of dense (dpam-dense-student-v3, about 130x real time; experimental: it "
         "does not yet meet its agreement goals, see benchmarks/bench_student.py)",
     )
     p.add_argument(

@@ -187,10 +187,10 @@ def teacher_scores(store, specs: list[PairSpec], *, progress=None, ffmpeg: str |
 
 
 def register_student(store) -> None:
-    """Record the committed student in the registry (once): version ``dpam-dense-student-v2``,
+    """Record the committed student in the registry (once): version ``STUDENT_VERSION`` (v3),
     parent the official weights, status ``available`` (selected by ``metric.protocol: student``,
     never production), its teacher data hash and held-out agreement from the weights' metadata.
-    Earlier students still ``available`` in the store are retired (their weights no longer ship)."""
+    Earlier students still ``available`` in the store are retired (``RETIRED_STUDENTS``)."""
     from safetensors import safe_open
 
     from jndqa.metric.student import RETIRED_STUDENTS, STUDENT_VERSION, student_weights

@@ -19,9 +19,10 @@ ROOT = Path(__file__).parents[1]
 
 
 @pytest.mark.usefixtures("release")
-@pytest.mark.parametrize("version", [STUDENT_VERSION, "dpam-dense-student-v1"])
+@pytest.mark.parametrize("version", [STUDENT_VERSION, "dpam-dense-student-v2", "dpam-dense-student-v1"])
 def test_committed_student_reproduces_its_recorded_scores(version):
-    """The committed student, and the retired v1 (format 1, a 3-tap low-pass: v2's --init)."""
+    """The committed student, and the retired v2 (à trous from layer 8: v3's --init) and v1 (format
+    1, a 3-tap low-pass: v2's --init)."""
     from jndqa.metric import DPAMScorer
 
     path = student_weights().with_name(f"{version}.safetensors")
@@ -67,6 +68,30 @@ def test_student_with_every_layer_a_trous_is_the_dense_protocol():
         layers = student.layer_distances(torch.from_numpy(ref), torch.from_numpy(test)[None])[0]
     assert layers.double().numpy() == pytest.approx(dense.layer_terms, rel=1e-4)
     assert float(layers.sum()) == pytest.approx(dense.distance, rel=1e-4)
+
+
+@pytest.mark.usefixtures("release")
+def test_inference_layers_give_the_trained_layers_values():
+    """The scorer's layers (``torch.inference_mode``: layer 0 from the input's covariance, in-place
+    normalisation) against the layers the students were trained with, per layer term, for the
+    committed student, the retired ones (v1 has fixed statistics from layer 10) and every layer à
+    trous; a DC offset and a digitally silent reference included."""
+    import torch
+
+    from jndqa.metric import DPAM
+    from jndqa.metric.student import StudentDPAM
+
+    ref, test = (torch.from_numpy(x) for x in reference_pairs()[1])
+    ref = ref + 500.0  # DC: the covariance is of centred copies
+    tests = torch.stack([test + 500.0, torch.roll(ref, 7), torch.zeros_like(ref)])
+    students = [load_student(student_weights().with_name(f"dpam-dense-student-v{v}.safetensors")) for v in (3, 2, 1)]
+    for student in [*students, StudentDPAM(DPAM.official("scratch"), dense_from=0)]:
+        for r in (ref, torch.zeros_like(ref)):
+            with torch.no_grad():
+                trained = student.layer_distances(r, tests)
+            with torch.inference_mode():
+                fast = student.layer_distances(r, tests)
+            assert fast.numpy() == pytest.approx(trained.numpy(), rel=2e-5, abs=1e-7)
 
 
 def _train_script():
@@ -209,12 +234,14 @@ def test_registry_and_config_select_the_student(tmp_path):
     from jndqa.store import Store
 
     store = Store(tmp_path / "jndqa.duckdb")
-    # A store from before v2 lists the first student as available: registering v2 retires it.
-    store.add_model({"version": "dpam-dense-student-v1", "model_id": "dpam-dense-student-v1", "kind": "student"},
-                    status="available")  # fmt: skip
+    # A store from before v3 lists the earlier students as available: registering v3 retires them.
+    for old in ("dpam-dense-student-v1", "dpam-dense-student-v2"):
+        store.add_model({"version": old, "model_id": old, "kind": "student"}, status="available")
     register_student(store)
     assert store.model("dpam-dense-student-v1")["status"] == "retired"
     assert "replaced by dpam-dense-student-v2" in store.model("dpam-dense-student-v1")["reason"]
+    assert store.model("dpam-dense-student-v2")["status"] == "retired"
+    assert "replaced by dpam-dense-student-v3" in store.model("dpam-dense-student-v2")["reason"]
     row = store.model(STUDENT_VERSION)
     assert row["status"] == "available" and row["parent"] == "dpam-scratch-official"
     assert row["data_hash"] == json.loads(student_weights().with_suffix(".json").read_text())["teacher_data_hash"]
@@ -222,7 +249,8 @@ def test_registry_and_config_select_the_student(tmp_path):
     cfg = tmp_path / "c.yaml"
     text = "corpus:\n  root: .\nvariants:\n  - codec: libopus\nmetric:\n  model: {}\n"
     cfg.write_text(text.format(STUDENT_VERSION))
-    assert STUDENT_VERSION == "dpam-dense-student-v2" and load_config(cfg).metric.protocol == "student"
-    cfg.write_text(text.format("dpam-dense-student-v1"))
-    with pytest.raises(ConfigError, match=r"dpam-dense-student-v1 is retired.*model: dpam-dense-student-v2"):
-        load_config(cfg)
+    assert STUDENT_VERSION == "dpam-dense-student-v3" and load_config(cfg).metric.protocol == "student"
+    for old in ("dpam-dense-student-v1", "dpam-dense-student-v2"):
+        cfg.write_text(text.format(old))
+        with pytest.raises(ConfigError, match=rf"{old} is retired.*model: dpam-dense-student-v3"):
+            load_config(cfg)
