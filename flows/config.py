@@ -46,8 +46,8 @@ class MetricConfig(_Strict):
 
     @model_validator(mode="after")
     def _student(self) -> MetricConfig:
-        """``model: dpam-dense-student-v3`` (the committed student, ``STUDENT_VERSION``) runs the student protocol; a
-        retired student version is an error that names the current one."""
+        """``model: dpam-dense-student-v3`` (the committed student, ``STUDENT_VERSION``) runs the
+        student protocol; a retired student version is an error that names the current one."""
         if self.model.startswith("dpam-dense-student-"):
             from jndqa.metric.student import RETIRED_STUDENTS, STUDENT_VERSION
 

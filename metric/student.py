@@ -153,7 +153,7 @@ class StudentDPAM(nn.Module):
     def activations(self, x: Tensor) -> list[Tensor]:
         """Each layer's activations ``[N, C, T_i]`` (before its low-pass) for ``x`` ``[N, L]``
         (int16 scale, 22,050 Hz). Under ``torch.inference_mode`` (the scorer's) the layers run
-        as :meth:`_inference_layer`; otherwise (autograd, and ``torch.no_grad`` in training)
+        as :meth:`_layer_inference`; otherwise (autograd, and ``torch.no_grad`` in training)
         as the student was trained, so training reproduces to the bit."""
         if x.dim() == 1:
             x = x[None]
@@ -163,7 +163,7 @@ class StudentDPAM(nn.Module):
         for i in range(N_LAYERS):
             d = 1 if i < self.dense_from else 2 ** (i - self.dense_from)
             if fast:
-                y = self._inference_layer(i, h, d)
+                y = self._layer_inference(i, h, d)
             else:
                 y = F.conv1d(F.pad(h, (d, d)), self.kernels[i], dilation=d)
                 y = F.leaky_relu(self._norm(i, y) + self.betas[i][None, :, None], SLOPE)
@@ -171,7 +171,7 @@ class StudentDPAM(nn.Module):
             h = self._blurpool(y, fast) if i < self.dense_from and layer_stride(i) == 2 else y
         return out
 
-    def _inference_layer(self, i: int, h: Tensor, d: int) -> Tensor:
+    def _layer_inference(self, i: int, h: Tensor, d: int) -> Tensor:
         """Layer ``i`` without autograd, the same values to float rounding (distances to about
         3e-6; a test compares): fewer passes over the activations, in place. Layer 0 (one input
         channel at the full rate: the most expensive layer to run, not to compute) is one
