@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         "--dense-from",
         type=int,
         default=None,
-        help="first layer evaluated à trous, not decimated (default 8; see jndqa.metric.student)",
+        help="first layer evaluated à trous, not decimated (default: the --init student's, else 5: "
+        "jndqa.metric.student.DENSE_FROM)",
     )
     ap.add_argument(
         "--blur-taps",
