@@ -12,9 +12,10 @@ APT_PACKAGES := libsndfile1 ffmpeg chromium espeak-ng fluidsynth timgm6mb-soundf
 demo: setup
 	$(BIN)/jndqa demo
 
+# JNDQA_TEST_THREADS=1 make test: the suite with torch on one thread (tests/conftest.py).
 test: setup
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=15
 
 lint: venv
 	$(BIN)/ruff check .

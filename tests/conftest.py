@@ -4,11 +4,29 @@ the fixture runs that step, and skips only when no package index is reachable.""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from jndqa.metric.release import ReleaseNotFoundError, SetupError, fetch_release, find_release
+
+
+def pytest_configure(config):
+    """``JNDQA_TEST_THREADS=N`` runs torch with N threads, in this process and in the processes the
+    tests start (OMP_NUM_THREADS), so the suite can be checked at 1 and 2 threads."""
+    threads = os.environ.get("JNDQA_TEST_THREADS")
+    if threads:
+        import torch
+
+        os.environ["OMP_NUM_THREADS"] = threads
+        torch.set_num_threads(int(threads))
+
+
+def pytest_report_header(config):
+    import torch
+
+    return f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads"
 
 
 @pytest.fixture(scope="session")
@@ -43,8 +61,6 @@ def scratch(release):
 @pytest.fixture(scope="session")
 def prefect_env(tmp_path_factory) -> dict:
     """Environment for processes that run flows: a private PREFECT_HOME, no telemetry."""
-    import os
-
     home = tmp_path_factory.mktemp("prefect-home")
     return {
         **os.environ,
@@ -59,8 +75,6 @@ def prefect_env(tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def prefect_harness(prefect_env):
     """One temporary Prefect API for the whole session (starting one costs 7-14 s)."""
-    import os
-
     keys = ["PREFECT_HOME", "PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK",
             "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "PREFECT_LOGGING_LEVEL"]  # fmt: skip
     saved = {k: os.environ.get(k) for k in keys}
