@@ -1,8 +1,9 @@
 """The ``jndqa`` command line (DESIGN.md "The command line"; a user-facing contract).
 
-Exit status: 0 ok; 1 a regression was found; 2 bad usage, config or input that
-stops the whole command; 3 the command finished but some items failed (they
-are reported, with reasons).
+Exit status: 0 ok; 1 a regression was found and the config fails on regressions;
+2 bad usage, config or input that stops the whole command; 3 the command finished
+but some items failed (they are reported, with reasons). ``jndqa run``'s status is
+:class:`jndqa.flows.verdict.Verdict`'s.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-EXIT_OK = 0
-EXIT_REGRESSION = 1
-EXIT_BAD_INPUT = 2
-EXIT_PARTIAL = 3
+from .verdict import EXIT_BAD_INPUT, EXIT_OK, EXIT_PARTIAL, EXIT_REGRESSION, Verdict
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_OK", "EXIT_PARTIAL", "EXIT_REGRESSION", "build_parser", "main", "score_files"]
 
 _EPILOG = """\
 examples:
@@ -85,10 +85,10 @@ def score_files(
     """Score file pairs; returns (summary object, failures). Each reference is loaded once and
     reused against all of its tests. A bad file or pair is a failure with its reason; the
     other pairs are scored."""
-    from jndqa.metric import AudioLoadError, DPAMScorer, load_audio
+    from jndqa.metric import AudioLoadError, ModelRef, load_audio
 
-    scorer = scorer or DPAMScorer(model, protocol, length_tolerance=length_tolerance)
-    mono = protocol == "official" or downmix
+    scorer = scorer or ModelRef.for_protocol(model, protocol, length_tolerance=length_tolerance).scorer()
+    mono = scorer.rule.mono or downmix
     cache: dict[Path, object] = {}
     failures: list[dict] = []
 
@@ -159,10 +159,10 @@ def score_files(
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from jndqa.metric import ReleaseNotFoundError, resolve_model
+    from jndqa.metric import ReleaseNotFoundError, official_name
 
     try:
-        resolve_model(args.model)
+        official_name(args.model)
         if args.pairs:
             if args.ref or args.test:
                 raise CLIError("give either REF TEST or --pairs FILE, not both")
@@ -229,9 +229,8 @@ def _prefect_env() -> None:
 
 
 def _exit_for(summary: dict) -> int:
-    return {"passed": EXIT_OK, "regressed": EXIT_REGRESSION, "failed_items": EXIT_PARTIAL}.get(
-        summary["status"], EXIT_BAD_INPUT
-    )
+    """The exit status of a night's summary: its :class:`Verdict`'s."""
+    return Verdict(summary["status"]).exit_status
 
 
 def _print_summary(summary: dict) -> None:
@@ -263,7 +262,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from jndqa.store import StoreError
 
     try:
-        load_config(args.config)
+        cfg = load_config(args.config)
     except ConfigError as exc:
         _err(str(exc))
         return EXIT_BAD_INPUT
@@ -271,8 +270,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from jndqa.flows.nightly import run_nightly
 
     try:
-        summary = run_nightly(args.config, db=args.db, out=args.out, baseline=args.baseline,
-                              progress=not args.json and sys.stderr.isatty())  # fmt: skip
+        summary = run_nightly(cfg, config_dir=Path(args.config).parent, db=args.db, out=args.out,
+                              baseline=args.baseline, progress=not args.json and sys.stderr.isatty())  # fmt: skip
     except (StoreError, ValueError) as exc:
         _err(str(exc))
         return EXIT_BAD_INPUT
@@ -402,10 +401,11 @@ def cmd_models(args: argparse.Namespace) -> int:
     from jndqa.store import Store, StoreError
 
     try:
+        from jndqa.flows.models import seed_registry
         from jndqa.flows.student import register_student
 
         store = Store(_db_path(args))
-        store.ensure_official()
+        seed_registry(store)
         register_student(store)
         models = store.models()
     except StoreError as exc:

@@ -45,6 +45,13 @@ class MetricConfig(_Strict):
     length_tolerance: int = Field(1024, ge=0)
 
     @model_validator(mode="after")
+    def _windows(self) -> MetricConfig:
+        if self.hop_seconds > self.window_seconds:
+            raise ValueError(f"metric.hop_seconds ({self.hop_seconds:g}) must not exceed metric.window_seconds "
+                             f"({self.window_seconds:g})")  # fmt: skip
+        return self
+
+    @model_validator(mode="after")
     def _student(self) -> MetricConfig:
         """``model: dpam-dense-student-v3`` (the committed student, ``STUDENT_VERSION``) runs the
         student protocol; a retired student version is an error that names the current one."""

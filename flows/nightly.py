@@ -15,16 +15,19 @@ from prefect import flow, task
 from prefect.futures import as_completed
 from prefect.utilities.annotations import unmapped
 
-from .config import load_config
-from .pipeline import ItemResult, Night, default_db, process_item
+from jndqa.metric import ModelRef
+
+from .config import RunConfig, load_config
+from .pipeline import ItemResult, ItemWork, Night, RenderSettings, default_db, process_item
+from .verdict import Verdict
 
 
 @task(name="render-and-score-item", retries=1, retry_delay_seconds=1)
-def item_task(work: dict, settings: dict) -> ItemResult:
-    return process_item(work, settings)
+def item_task(work: ItemWork, model: ModelRef, render: RenderSettings) -> ItemResult:
+    return process_item(work, model, render)
 
 
-def _task_runner(cfg):
+def _task_runner(cfg: RunConfig):
     if cfg.runner.kind == "dask":
         from prefect_dask import DaskTaskRunner
 
@@ -38,23 +41,24 @@ def _task_runner(cfg):
 
 
 @flow(name="jndqa-nightly", log_prints=True)
-def nightly_flow(config_path: str, db: str | None = None, out: str | None = None, baseline: str | None = None,
-                 progress: bool = False) -> dict:  # fmt: skip
-    """Render, score, store and compare one night (see DESIGN.md "Data flow of one nightly run")."""
-    cfg = load_config(config_path)
-    night = Night(cfg, db=Path(db) if db else default_db(cfg), out=Path(out) if out else None,
-                  baseline=baseline, config_path=Path(config_path))  # fmt: skip
+def nightly_flow(config: RunConfig, config_dir: str | None = None, db: str | None = None, out: str | None = None,
+                 baseline: str | None = None, progress: bool = False) -> dict:  # fmt: skip
+    """Render, score, store and compare one night of ``config`` (a loaded run config; ``config_dir``:
+    its folder, where external coders' relative commands run). See docs/architecture.md."""
+    night = Night.open(config, db=Path(db) if db else default_db(config), out=Path(out) if out else None,
+                       baseline=baseline, config_dir=config_dir)  # fmt: skip
+    plan = night.plan
     try:
-        print(f"run {night.run_id}: {len(night.items)} items x {len(night.specs)} variants, "
-              f"{len(night.reused)} scores reused, {len(night.work)} items to process")  # fmt: skip
+        print(f"run {night.run_id}: {len(plan.items)} items x {len(plan.specs)} variants, "
+              f"{len(plan.reused)} scores reused, {len(plan.work)} items to process")  # fmt: skip
         bar = None
-        if progress and night.work:
+        if progress and plan.work:
             from tqdm import tqdm
 
-            bar = tqdm(total=len(night.work), unit="item", file=sys.stderr, desc="rendering+scoring")
-        runner_task = item_task.with_options(retries=cfg.runner.retries)
-        futures = runner_task.map(night.work, unmapped(night.settings)) if night.work else []
-        by_future = {f.task_run_id: w for f, w in zip(futures, night.work, strict=True)}
+            bar = tqdm(total=len(plan.work), unit="item", file=sys.stderr, desc="rendering+scoring")
+        runner_task = item_task.with_options(retries=config.runner.retries)
+        futures = runner_task.map(list(plan.work), unmapped(plan.model), unmapped(plan.render)) if plan.work else []
+        by_future = {f.task_run_id: w for f, w in zip(futures, plan.work, strict=True)}
         for fut in as_completed(futures):
             try:
                 night.record(fut.result())
@@ -74,23 +78,30 @@ def nightly_flow(config_path: str, db: str | None = None, out: str | None = None
     return summary
 
 
-def run_nightly(config_path: str | Path, **kwargs) -> dict:
-    """Run the flow on the runner the config names."""
-    cfg = load_config(config_path)
-    return nightly_flow.with_options(task_runner=_task_runner(cfg))(str(config_path), **kwargs)
+def run_nightly(config: str | Path | RunConfig, *, config_dir: str | Path | None = None, **kwargs) -> dict:
+    """Run one night on the runner the config names. ``config``: a config file (loaded here, once) or
+    a loaded :class:`RunConfig` (then ``config_dir`` is its folder). ``kwargs``: ``db``, ``out``,
+    ``baseline``, ``progress`` of :func:`nightly_flow`."""
+    if not isinstance(config, RunConfig):
+        config_dir = Path(config).parent
+        config = load_config(config)
+    return nightly_flow.with_options(task_runner=_task_runner(config))(
+        config, config_dir=str(config_dir) if config_dir is not None else None, **kwargs
+    )
 
 
 @flow(name="jndqa-nightly-scheduled")
 def scheduled_nightly(config_path: str, db: str | None = None, baseline: str | None = None):
     """Deployment entry point (prefect.yaml): the night as a subflow on the runner its config names.
 
-    The flow run ends Failed when the night regressed and the config fails on regressions, so
-    Prefect's state tells the truth as the CLI's exit status does.
+    The flow run ends Failed when the verdict fails the night (:attr:`Verdict.fails_flow`: a
+    regression, with ``fail_on_regression``), so Prefect's state tells what the CLI's exit status does.
     """
     from prefect.states import Completed, Failed
 
     summary = run_nightly(config_path, db=db, baseline=baseline)
-    names = ", ".join(r["variant"] for r in summary["regressions"])
-    if summary["status"] == "regressed" and load_config(config_path).regression.fail_on_regression:
+    verdict = Verdict(summary["status"])
+    if verdict.fails_flow:
+        names = ", ".join(r["variant"] for r in summary["regressions"])
         return Failed(message=f"run {summary['run_id']} regressed: {names}", data=summary)
     return Completed(message=f"run {summary['run_id']}: {summary['status']}", data=summary)

@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,86 +23,79 @@ from typing import Any
 
 import numpy as np
 
-from jndqa.datasets import scan_corpus
+from jndqa.datasets import CorpusItem, scan_corpus
+from jndqa.metric import ModelRef
 from jndqa.store import Store, compare_runs
 
 from .config import RunConfig
+from .models import resolve_model
+from .verdict import night_verdict
 
-__all__ = ["ItemResult", "Night", "choose_kept_audio", "process_item", "resolve_model"]
-
-OFFICIAL_MODEL_VERSION = "dpam-0.0.4"
-
-
-def resolve_model(name: str, store: Store | None = None, *, protocol: str = "dense") -> dict:
-    """The model a config's ``metric.model`` names: ``production`` (the registry's production
-    model), a registered version (``jndqa models`` lists them), or an official model name
-    (``scratch``, ``finetune``, ... or ``dpam-scratch-official``). Returns ``model_id``,
-    ``model_version`` (stored with every score), ``weights`` (None: the release's) and
-    ``official`` (the release model's name, for the release's weights)."""
-    from jndqa.metric import MODELS
-    from jndqa.metric import resolve_model as official
-
-    from .retrain import model_key
-
-    if protocol == "student":  # the committed student (metric/weights), whatever metric.model says
-        import hashlib
-
-        from jndqa.metric.student import STUDENT_VERSION, student_weights
-
-        from .student import register_student
-
-        digest = hashlib.sha256(student_weights().read_bytes()).hexdigest()[:16]
-        if store is not None:
-            register_student(store)
-        return {"model_id": STUDENT_VERSION, "model_version": digest, "weights": None, "official": "scratch"}
-    row = None
-    if store is not None:
-        store.ensure_official()
-        row = store.production_model() if name == "production" else store.model(name)
-    elif name == "production":
-        name = "scratch"
-    if row is not None and row.get("weights"):
-        model_id, version = model_key(row)
-        weights = str(store.model_weights(row))
-        return {"model_id": model_id, "model_version": version, "weights": weights, "official": None}
-    if row is not None:
-        name = "scratch"
-    if name not in MODELS and not any(name == f"dpam-{m}-official" for m in MODELS):
-        raise ValueError(f"metric.model {name!r} is neither an official model ({', '.join(MODELS)}) nor a "
-                         "registered version (see `jndqa models`)")  # fmt: skip
-    kind, model_id = official(name)
-    return {"model_id": model_id, "model_version": OFFICIAL_MODEL_VERSION, "weights": None, "official": kind}
+__all__ = [
+    "ItemResult",
+    "ItemWork",
+    "Night",
+    "NightPlan",
+    "RenderSettings",
+    "VariantWork",
+    "choose_kept_audio",
+    "plan_night",
+    "process_item",
+]
 
 
-def protocol_key(cfg: RunConfig) -> str:
-    """The protocol as stored in a result's key: window settings other than the defaults are part
-    of it, since they change the numbers."""
-    m = cfg.metric
-    if m.protocol != "dense" or (m.window_seconds, m.hop_seconds) == (8.0, 4.0):
-        return m.protocol
-    return f"dense:w{m.window_seconds:g}h{m.hop_seconds:g}"
+@dataclass(frozen=True)
+class VariantWork:
+    """One variant of one item to render: its spec id, label, the encoder build it is rendered with,
+    the spec as the config gave it (parsed again where it runs) and why (kept audio: the reason)."""
+
+    spec_id: str
+    label: str
+    encoder_version: str
+    spec: dict
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ItemWork:
+    """One corpus item and the variants it still needs (a task's unit of work; pickles for Dask)."""
+
+    sha256: str
+    path: str  # as named in the corpus
+    abspath: str
+    variants: tuple[VariantWork, ...]
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """How variants are rendered: ffmpeg, the per-call timeout, loudness handling, render threads per
+    item and the config's folder (where external commands run)."""
+
+    ffmpeg: str | None = None
+    timeout: float = 120.0
+    match_loudness: bool = False
+    normalize_corpus: float | None = None
+    workers: int = 2
+    base_dir: str | None = None
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig, base_dir: str | Path | None = None) -> RenderSettings:
+        return cls(str(cfg.ffmpeg) if cfg.ffmpeg else None, cfg.runner.timeout, cfg.loudness.match,
+                   cfg.loudness.normalize_corpus, cfg.runner.workers, str(base_dir) if base_dir else None)  # fmt: skip
 
 
 # -------------------------------------------------------------------- scoring
-_SCORERS: dict[tuple, Any] = {}
+_SCORERS: dict[ModelRef, Any] = {}
 _SCORER_LOCK = threading.Lock()
 _SCORE_LOCK = threading.Lock()  # one scoring at a time per process: torch already uses every core
 
 
-def _scorer(model: str | None, weights: str | None, protocol: str, window: float, hop: float, tolerance: int):
-    """A scorer per (model, protocol, windows), shared by the items of a process. ``weights``: a
-    registered model's safetensors file (with its p_jnd calibration), else the release's ``model``."""
-    from jndqa.metric import DPAMScorer, load_calibration, load_model
-
-    key = (model, weights, protocol, window, hop, tolerance)
+def _scorer(model: ModelRef):
+    """One scorer per model (weights, protocol, windows), shared by the items of a process."""
     with _SCORER_LOCK:
-        if key not in _SCORERS:
-            network = calibrator = None
-            if weights:
-                network, calibrator = load_model(weights), load_calibration(weights)
-            _SCORERS[key] = DPAMScorer(model or "scratch", protocol, network=network, calibrator=calibrator,
-                                       window_seconds=window, hop_seconds=hop, length_tolerance=tolerance)  # fmt: skip
-        return _SCORERS[key]
+        if model not in _SCORERS:
+            _SCORERS[model] = model.scorer()
+        return _SCORERS[model]
 
 
 @dataclass
@@ -114,49 +108,52 @@ class ItemResult:
     score_seconds: float = 0.0
 
 
-def process_item(work: dict, settings: dict) -> ItemResult:
-    """Render and score the variants of one item. ``work``: ``sha256``, ``path`` (as named in the
-    corpus), ``abspath``, ``specs`` (spec dicts with ``id`` and ``encoder_version``).
-    ``settings``: model, protocol, protocol_key, model_id, model_version, window/hop/tolerance,
-    ffmpeg, timeout, match_loudness, normalize_corpus. Never raises for bad audio: failures
-    are rows."""
-    from jndqa.metric import prepare_samples
-    from jndqa.variants import VariantError, load_reference, normalize_loudness, parse_variants, render_all
+def _load_reference(work: ItemWork, render: RenderSettings):
+    """The item's reference as variants read it (loudness-normalised when the config asks);
+    raises :class:`jndqa.variants.VariantError` naming the file."""
+    from jndqa.variants import load_reference, normalize_loudness
 
-    res = ItemResult(work["sha256"], work["path"])
-    specs = parse_variants([s["spec"] for s in work["specs"]], base_dir=settings.get("base_dir"))
-    versions = {s["id"]: s["encoder_version"] for s in work["specs"]}
+    ref = load_reference(work.abspath, name=work.path, ffmpeg=render.ffmpeg)
+    if render.normalize_corpus is not None:
+        ref = normalize_loudness(ref, render.normalize_corpus)
+    return ref
+
+
+def _render(ref, variants: Sequence[VariantWork], render: RenderSettings) -> list:
+    """Render ``variants`` of ``ref``: a rendered variant or its :class:`VariantError`, in order."""
+    from jndqa.variants import parse_variants, render_all
+
+    specs = parse_variants([v.spec for v in variants], base_dir=render.base_dir)
+    return render_all(ref, specs, ffmpeg=render.ffmpeg, timeout=render.timeout,
+                      match_loudness=render.match_loudness, workers=render.workers)  # fmt: skip
+
+
+def process_item(work: ItemWork, model: ModelRef, render: RenderSettings) -> ItemResult:
+    """Render and score the variants of one item with ``model``. Never raises for bad audio or a
+    failing encoder: failures are rows."""
+    from jndqa.variants import VariantError
+
+    res = ItemResult(work.sha256, work.path)
     t0 = time.perf_counter()
     try:
-        ref = load_reference(work["abspath"], name=work["path"], ffmpeg=settings.get("ffmpeg"))
-        if settings.get("normalize_corpus") is not None:
-            ref = normalize_loudness(ref, settings["normalize_corpus"])
+        ref = _load_reference(work, render)
     except VariantError as exc:
-        res.failures = [{**exc.row(), "variant": s.label, "spec_id": s.id} for s in specs]
+        res.failures = [{**exc.row(), "variant": v.label, "spec_id": v.spec_id} for v in work.variants]
         return res
-    rendered = render_all(
-        ref,
-        specs,
-        ffmpeg=settings.get("ffmpeg"),
-        timeout=settings.get("timeout", 120.0),
-        match_loudness=settings.get("match_loudness", False),
-        workers=settings.get("render_workers", 2),
-    )
+    rendered = _render(ref, work.variants, render)
     res.render_seconds = time.perf_counter() - t0
     good = []
-    for spec, r in zip(specs, rendered, strict=True):
+    for v, r in zip(work.variants, rendered, strict=True):
         if isinstance(r, VariantError):
             res.failures.append(r.row())
         else:
-            good.append((spec, r))
+            good.append((v, r))
     if not good:
         return res
-    mono = settings["protocol"] == "official"
     t1 = time.perf_counter()
-    scorer = _scorer(settings["model"], settings.get("weights"), settings["protocol"], settings["window"],
-                     settings["hop"], settings["tolerance"])  # fmt: skip
-    ref22 = prepare_samples(ref.samples, ref.rate, scale="unit", mono=mono).samples
-    tests = [prepare_samples(r.samples, r.rate, scale="unit", mono=mono).samples for _, r in good]
+    scorer = _scorer(model)
+    ref22 = scorer.prepare(ref.samples, ref.rate)
+    tests = [scorer.prepare(r.samples, r.rate) for _, r in good]
     # Rendering equalises lengths at the item's rate; resampling can leave them a sample apart.
     n = min(len(ref22), *(len(t) for t in tests))
     ref22, tests = ref22[:n], [t[:n] for t in tests]
@@ -165,16 +162,17 @@ def process_item(work: dict, settings: dict) -> ItemResult:
         scores = scorer.score_reference(reference, tests)
     res.score_seconds = time.perf_counter() - t1
     per_variant_score = res.score_seconds / len(good)
-    for (spec, r), s in zip(good, scores, strict=True):
+    model_id, model_version, protocol = model.key
+    for (v, r), s in zip(good, scores, strict=True):
         windows = s.windows or []
         res.scores.append(
             {
-                "item_sha256": work["sha256"],
-                "spec_id": spec.id,
-                "encoder_version": versions[spec.id],
-                "model_id": settings["model_id"],
-                "model_version": settings["model_version"],
-                "protocol": settings["protocol_key"],
+                "item_sha256": work.sha256,
+                "spec_id": v.spec_id,
+                "encoder_version": v.encoder_version,
+                "model_id": model_id,
+                "model_version": model_version,
+                "protocol": protocol,
                 "distance": s.distance,
                 "p_jnd": s.p_jnd,
                 "p_jnd_calibrated": s.p_jnd_calibrated,
@@ -254,30 +252,27 @@ def _write_flac(path: Path, samples: np.ndarray, rate: int) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def keep_item_audio(work: dict, settings: dict, audio_dir: Path) -> list[dict]:
-    """Render again the chosen variants of one item and keep them, with the reference, as FLAC in
-    ``audio_dir``. ``work``: ``sha256``, ``path``, ``abspath``, ``specs`` (dicts with ``id``,
-    ``encoder_version``, ``spec``, ``reason``). Files already there are reused. Returns
+def keep_item_audio(work: ItemWork, render: RenderSettings, audio_dir: Path) -> list[dict]:
+    """Render again the chosen variants of one item (``work.variants``, each with its ``reason``) and
+    keep them, with the reference, as FLAC in ``audio_dir``. Files already there are reused. Returns
     kept-audio rows; a failure is a row with its error, never an exception."""
-    from jndqa.variants import VariantError, load_reference, normalize_loudness, parse_variants, render_all
+    from jndqa.variants import VariantError
 
     audio_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     todo = []
-    for s in work["specs"]:
-        name = _audio_name(work["sha256"], s["id"], s["encoder_version"])
-        row = {"item_sha256": work["sha256"], "spec_id": s["id"], "path": str(audio_dir / name), "reason": s["reason"]}
+    for v in work.variants:
+        name = _audio_name(work.sha256, v.spec_id, v.encoder_version)
+        row = {"item_sha256": work.sha256, "spec_id": v.spec_id, "path": str(audio_dir / name), "reason": v.reason}
         rows.append(row)
         if not (audio_dir / name).exists():
-            todo.append((s, row))
-    ref_row = {"item_sha256": work["sha256"], "spec_id": "", "reason": "reference",
-               "path": str(audio_dir / _audio_name(work["sha256"]))}  # fmt: skip
+            todo.append((v, row))
+    ref_row = {"item_sha256": work.sha256, "spec_id": "", "reason": "reference",
+               "path": str(audio_dir / _audio_name(work.sha256))}  # fmt: skip
     if not todo and Path(ref_row["path"]).exists():
         return [ref_row, *rows]
     try:
-        ref = load_reference(work["abspath"], name=work["path"], ffmpeg=settings.get("ffmpeg"))
-        if settings.get("normalize_corpus") is not None:
-            ref = normalize_loudness(ref, settings["normalize_corpus"])
+        ref = _load_reference(work, render)
     except VariantError as exc:
         for row in (ref_row, *rows):
             row.update(path=None, error=str(exc))
@@ -285,10 +280,7 @@ def keep_item_audio(work: dict, settings: dict, audio_dir: Path) -> list[dict]:
     if not Path(ref_row["path"]).exists():
         _write_flac(Path(ref_row["path"]), ref.samples, ref.rate)
     if todo:
-        specs = parse_variants([s["spec"] for s, _ in todo], base_dir=settings.get("base_dir"))
-        rendered = render_all(ref, specs, ffmpeg=settings.get("ffmpeg"), timeout=settings.get("timeout", 120.0),
-                              match_loudness=settings.get("match_loudness", False),
-                              workers=settings.get("render_workers", 2))  # fmt: skip
+        rendered = _render(ref, [v for v, _ in todo], render)
         for (_, row), r in zip(todo, rendered, strict=True):
             if isinstance(r, VariantError):
                 row.update(path=None, error=str(r))
@@ -302,98 +294,114 @@ def _new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
-class Night:
-    """One night: prepare (corpus, keys, reuse), record item results, finish (verdict)."""
+@dataclass(frozen=True)
+class NightPlan:
+    """What a night will do, decided before anything runs: the model, the variants and the encoder
+    build of each (None when its version command failed), the corpus items, the failures found while
+    planning (corpus entries, encoders), the work units for items with missing keys and the stored
+    keys that are reused."""
 
-    def __init__(self, cfg: RunConfig, *, db: Path, out: Path | None = None, baseline: str | None = None,
-                 config_path: Path | None = None):  # fmt: skip
-        from jndqa.variants import VariantError, encoder_version, parse_variants, tool_versions
+    run_id: str
+    model: ModelRef
+    render: RenderSettings
+    specs: tuple[Any, ...]  # jndqa.variants.VariantSpec
+    spec_versions: dict[str, str | None]
+    items: tuple[CorpusItem, ...]
+    failures: tuple[dict, ...]
+    work: tuple[ItemWork, ...]
+    reused: tuple[tuple, ...]
 
-        self.cfg = cfg
-        self.out = Path(out) if out else cfg.output  # where the run's report goes (issue 6)
-        self.baseline_policy = baseline if baseline is not None else cfg.baseline
-        self.run_id = _new_run_id()
-        self.started = time.perf_counter()
-        self.store = Store(db)
-        self.store.acquire_writer(self.run_id)
+
+def plan_night(cfg: RunConfig, store: Store, *, run_id: str | None = None,
+               config_dir: str | Path | None = None) -> NightPlan:  # fmt: skip
+    """Plan a night of ``cfg`` against ``store``: resolve the model in the registry, ask every encoder
+    its version, scan the corpus and find which keys are already stored. Writes nothing to the store
+    but the registry's seed rows. ``config_dir``: where relative commands of external coders run."""
+    from jndqa.variants import VariantError, encoder_version, parse_variants
+
+    m = cfg.metric
+    model = resolve_model(m.model, store, protocol=m.protocol, window_seconds=m.window_seconds,
+                          hop_seconds=m.hop_seconds, length_tolerance=m.length_tolerance)  # fmt: skip
+    render = RenderSettings.from_config(cfg, config_dir)
+    specs = parse_variants(cfg.variants, base_dir=render.base_dir)
+    failures: list[dict] = []
+    versions: dict[str, str | None] = {}
+    for spec in specs:
         try:
-            self.model = resolve_model(cfg.metric.model, self.store, protocol=cfg.metric.protocol)
-            self.model_id, self.model_version = self.model["model_id"], self.model["model_version"]
-            self.protocol_key = protocol_key(cfg)
-            base_dir = self.base_dir = str(config_path.parent) if config_path else None
-            self.specs = parse_variants(cfg.variants, base_dir=base_dir)
-            self.failures: list[dict] = []
-            self.spec_versions: dict[str, str | None] = {}
-            for spec in self.specs:
-                try:
-                    self.spec_versions[spec.id] = encoder_version(spec, cfg.ffmpeg, timeout=cfg.runner.timeout)
-                except VariantError as exc:
-                    self.spec_versions[spec.id] = None
-                    self.failures.append(exc.row())
-            self.items, corpus_failures = scan_corpus(cfg.corpus.root, cfg.corpus.manifest)
-            self.failures += [f.row() for f in corpus_failures]
-            self._mark_stale_runs()
-            self.store.begin_run(
-                self.run_id,
-                config_hash=cfg.config_hash(),
-                config=cfg.model_dump(mode="json"),
-                model_id=self.model_id,
-                model_version=self.model_version,
-                protocol=self.protocol_key,
-                tool_versions=tool_versions(cfg.ffmpeg),
-                host=socket.gethostname(),
-            )
-            self.store.add_items(self.run_id, [i.row() for i in self.items])
-            self.store.add_variants(
-                self.run_id,
-                [{"spec_id": s.id, "label": s.label, "spec": s.model_dump(mode="json", exclude_none=True),
-                  "encoder_version": self.spec_versions[s.id]} for s in self.specs],
-            )  # fmt: skip
-            self.store.write_failures(self.run_id, self.failures)
-            self.work, self.reused = self._plan(base_dir)
-            self.store.write_scores(self.run_id, [], reused=self.reused)
-        except BaseException:
-            self.store.release_writer()
-            raise
+            versions[spec.id] = encoder_version(spec, cfg.ffmpeg, timeout=cfg.runner.timeout)
+        except VariantError as exc:
+            versions[spec.id] = None
+            failures.append(exc.row())
+    items, corpus_failures = scan_corpus(cfg.corpus.root, cfg.corpus.manifest)
+    failures += [f.row() for f in corpus_failures]
+    live = [s for s in specs if versions[s.id] is not None]
+    wanted = {(item.sha256, s.id): (item.sha256, s.id, versions[s.id], *model.key) for item in items for s in live}
+    have = store.existing_keys(wanted.values())
+    work = []
+    for item in items:
+        todo = [s for s in live if wanted[(item.sha256, s.id)] not in have]
+        if todo:
+            variants = tuple(VariantWork(s.id, s.label, versions[s.id], s.model_dump(mode="json", exclude_none=True))
+                             for s in todo)  # fmt: skip
+            work.append(ItemWork(item.sha256, item.path, str(item.abspath), variants))
+    return NightPlan(run_id or _new_run_id(), model, render, tuple(specs), versions, tuple(items), tuple(failures),
+                     tuple(work), tuple(sorted(have)))  # fmt: skip
+
+
+class Night:
+    """One night carried out: its plan recorded (:meth:`open`), item results stored as they arrive,
+    then the verdict (:meth:`finish`) and the report."""
+
+    def __init__(self, cfg: RunConfig, plan: NightPlan, store: Store, *, out: Path | None = None,
+                 baseline: str | None = None):  # fmt: skip
+        self.cfg = cfg
+        self.plan = plan
+        self.store = store
+        self.out = Path(out) if out else cfg.output  # where the run's report and kept audio go
+        self.baseline_policy = baseline if baseline is not None else cfg.baseline
+        self.started = time.perf_counter()
         self.scored = 0
         self.item_failures: list[dict] = []
 
-    def _mark_stale_runs(self) -> None:
-        with self.store.transaction() as con:
-            con.execute("UPDATE runs SET status = 'killed' WHERE status = 'running'")
-
-    def _plan(self, base_dir: str | None) -> tuple[list[dict], list[tuple]]:
-        """Work units for items with missing keys, and the keys reused from the store."""
-        live = [s for s in self.specs if self.spec_versions[s.id] is not None]
-        wanted = {
-            (item.sha256, s.id): (item.sha256, s.id, self.spec_versions[s.id], self.model_id, self.model_version,
-                                  self.protocol_key)
-            for item in self.items for s in live
-        }  # fmt: skip
-        have = self.store.existing_keys(wanted.values())
-        work = []
-        for item in self.items:
-            todo = [s for s in live if wanted[(item.sha256, s.id)] not in have]
-            if todo:
-                work.append({
-                    "sha256": item.sha256, "path": item.path, "abspath": str(item.abspath),
-                    "specs": [{"id": s.id, "encoder_version": self.spec_versions[s.id],
-                               "spec": s.model_dump(mode="json", exclude_none=True)} for s in todo],
-                })  # fmt: skip
-        return work, sorted(have)
+    @classmethod
+    def open(cls, cfg: RunConfig, *, db: Path, out: Path | None = None, baseline: str | None = None,
+             config_dir: str | Path | None = None) -> Night:  # fmt: skip
+        """Take the store's writer lock, plan the night and record the plan (the run, its items and
+        variants, planning failures, reused keys). The lock is released if any of that fails."""
+        store = Store(db)
+        run_id = _new_run_id()
+        store.acquire_writer(run_id)
+        try:
+            night = cls(cfg, plan_night(cfg, store, run_id=run_id, config_dir=config_dir), store, out=out,
+                        baseline=baseline)  # fmt: skip
+            night._begin()
+        except BaseException:
+            store.release_writer()
+            raise
+        return night
 
     @property
-    def settings(self) -> dict:
-        m = self.cfg.metric
-        return {
-            "model": self.model["official"], "weights": self.model["weights"], "protocol": m.protocol,
-            "protocol_key": self.protocol_key,
-            "model_id": self.model_id, "model_version": self.model_version, "window": m.window_seconds,
-            "hop": m.hop_seconds, "tolerance": m.length_tolerance,
-            "ffmpeg": str(self.cfg.ffmpeg) if self.cfg.ffmpeg else None, "timeout": self.cfg.runner.timeout,
-            "match_loudness": self.cfg.loudness.match, "normalize_corpus": self.cfg.loudness.normalize_corpus,
-            "render_workers": self.cfg.runner.workers, "base_dir": self.base_dir,
-        }  # fmt: skip
+    def run_id(self) -> str:
+        return self.plan.run_id
+
+    def _begin(self) -> None:
+        from jndqa.variants import tool_versions
+
+        plan, cfg = self.plan, self.cfg
+        model_id, model_version, protocol = plan.model.key
+        with self.store.transaction() as con:
+            con.execute("UPDATE runs SET status = 'killed' WHERE status = 'running'")
+        self.store.begin_run(plan.run_id, config_hash=cfg.config_hash(), config=cfg.model_dump(mode="json"),
+                             model_id=model_id, model_version=model_version, protocol=protocol,
+                             tool_versions=tool_versions(cfg.ffmpeg), host=socket.gethostname())  # fmt: skip
+        self.store.add_items(plan.run_id, [i.row() for i in plan.items])
+        self.store.add_variants(
+            plan.run_id,
+            [{"spec_id": s.id, "label": s.label, "spec": s.model_dump(mode="json", exclude_none=True),
+              "encoder_version": plan.spec_versions[s.id]} for s in plan.specs],
+        )  # fmt: skip
+        self.store.write_failures(plan.run_id, list(plan.failures))
+        self.store.write_scores(plan.run_id, [], reused=list(plan.reused))
 
     def record(self, result: ItemResult) -> None:
         """Store one item's results in one transaction."""
@@ -402,56 +410,51 @@ class Night:
         self.scored += len(result.scores)
         self.item_failures += result.failures
 
-    def record_crash(self, work: dict, exc: BaseException) -> None:
-        rows = [{"item": work["path"], "variant": s["spec"].get("label"), "spec_id": s["id"], "kind": "crash",
+    def record_crash(self, work: ItemWork, exc: BaseException) -> None:
+        rows = [{"item": work.path, "variant": v.label, "spec_id": v.spec_id, "kind": "crash",
                  "reason": f"the item's task failed after its retries: {type(exc).__name__}: {exc}"}
-                for s in work["specs"]]  # fmt: skip
+                for v in work.variants]  # fmt: skip
         self.store.write_failures(self.run_id, rows)
         self.item_failures += rows
 
     def finish(self, report: str | None = None) -> dict:
-        """Compare with the baseline, write the verdict, return the run summary (DESIGN.md)."""
-        cfg = self.cfg
+        """Compare with the baseline, decide the verdict (:func:`jndqa.flows.verdict.night_verdict`),
+        record it, return the run summary (docs/cli.md "jndqa run")."""
+        cfg, plan = self.cfg, self.plan
+        model_id, model_version, protocol = plan.model.key
         rows = self.store.run_scores(self.run_id)
-        baseline, why = self.store.resolve_baseline(
-            self.baseline_policy, model_id=self.model_id, model_version=self.model_version,
-            protocol=self.protocol_key, exclude=self.run_id,
-        )  # fmt: skip
+        baseline, why = self.store.resolve_baseline(self.baseline_policy, model_id=model_id,
+                                                    model_version=model_version, protocol=protocol,
+                                                    exclude=self.run_id)  # fmt: skip
+        baseline_rows = self.store.run_scores(baseline) if baseline else []
         comparisons = []
         if baseline:
-            comparisons = compare_runs(
-                self.store.run_scores(baseline), rows, threshold=cfg.regression.threshold,
-                seed=cfg.regression.seed, n_boot=cfg.regression.bootstrap,
-            )  # fmt: skip
+            comparisons = compare_runs(baseline_rows, rows, threshold=cfg.regression.threshold,
+                                       seed=cfg.regression.seed, n_boot=cfg.regression.bootstrap)  # fmt: skip
         failures = self.store.run_failures(self.run_id)
         regressions = [c for c in comparisons if c.regressed]
-        kept = self.keep_audio(rows, self.store.run_scores(baseline) if baseline else [],
-                               {c.spec_id for c in regressions})  # fmt: skip
-        if regressions and cfg.regression.fail_on_regression:
-            status = "regressed"
-        elif failures:
-            status = "failed_items"
-        else:
-            status = "regressed" if regressions else "passed"
+        kept = self.keep_audio(rows, baseline_rows, {c.spec_id for c in regressions})
+        status = night_verdict(regressions=len(regressions), failures=len(failures),
+                               fail_on_regression=cfg.regression.fail_on_regression)  # fmt: skip
         per_variant = []
-        for s in self.specs:
+        for s in plan.specs:
             mine = [r for r in rows if r["spec_id"] == s.id]
             fails = [f for f in failures if f["spec_id"] == s.id]
             per_variant.append({
-                "id": s.id, "label": s.label, "encoder_version": self.spec_versions[s.id],
+                "id": s.id, "label": s.label, "encoder_version": plan.spec_versions[s.id],
                 "mean_distance": float(np.mean([r["distance"] for r in mine])) if mine else None,
                 "items": len(mine), "failures": len(fails),
             })  # fmt: skip
         summary = {
             "run_id": self.run_id,
-            "status": status,
-            "items": len(self.items),
-            "variants": len(self.specs),
+            "status": str(status),
+            "items": len(plan.items),
+            "variants": len(plan.specs),
             "scores": len(rows),
-            "reused": len(self.reused),
-            "model": self.model_id,
-            "model_version": self.model_version,
-            "protocol": self.protocol_key,
+            "reused": len(plan.reused),
+            "model": model_id,
+            "model_version": model_version,
+            "protocol": protocol,
             "per_variant": per_variant,
             "failures": [{"item": f["item"], "variant": f["label"], "reason": f["reason"]} for f in failures],
             "regressions": [
@@ -473,7 +476,7 @@ class Night:
         }
         with self.store.transaction() as con:
             con.execute("UPDATE runs SET baseline_run = ? WHERE run_id = ?", [baseline, self.run_id])
-        self.store.finish_run(self.run_id, status, summary)
+        self.store.finish_run(self.run_id, str(status), summary)
         return summary
 
     def keep_audio(self, rows: list[dict], baseline_rows: list[dict], regressed: set[str]) -> list[dict]:
@@ -482,18 +485,20 @@ class Night:
                                    flagged=self.cfg.keep_flagged, threshold=self.cfg.regression.threshold)  # fmt: skip
         if not chosen:
             return []
-        specs = {s.id: s for s in self.specs}
+        specs = {s.id: s for s in self.plan.specs}
         versions = {(r["item_sha256"], r["spec_id"]): r["encoder_version"] for r in rows}
         kept: list[dict] = []
-        for item in self.items:
-            mine = [(spec_id, reason) for (sha, spec_id), reason in chosen.items() if sha == item.sha256]
+        for item in self.plan.items:
+            mine = sorted((spec_id, reason) for (sha, spec_id), reason in chosen.items() if sha == item.sha256)
             if not mine:
                 continue
-            work = {"sha256": item.sha256, "path": item.path, "abspath": str(item.abspath),
-                    "specs": [{"id": spec_id, "encoder_version": versions[(item.sha256, spec_id)], "reason": reason,
-                               "spec": specs[spec_id].model_dump(mode="json", exclude_none=True)}
-                              for spec_id, reason in sorted(mine)]}  # fmt: skip
-            kept += keep_item_audio(work, self.settings, self.out / "audio")
+            variants = tuple(
+                VariantWork(spec_id, specs[spec_id].label, versions[(item.sha256, spec_id)],
+                            specs[spec_id].model_dump(mode="json", exclude_none=True), reason)
+                for spec_id, reason in mine
+            )  # fmt: skip
+            work = ItemWork(item.sha256, item.path, str(item.abspath), variants)
+            kept += keep_item_audio(work, self.plan.render, self.out / "audio")
         self.store.keep_audio(self.run_id, kept)
         return kept
 

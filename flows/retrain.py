@@ -43,6 +43,8 @@ from prefect import flow
 
 from jndqa.datasets.corpus import file_sha256
 
+from .models import seed_registry
+
 __all__ = ["RetrainSettings", "load_network", "retrain", "retrain_flow", "scheduled_retrain"]
 
 GOLDEN_BUCKETS = 5  # a reference is golden when its hash falls in bucket 0 of 5
@@ -73,15 +75,6 @@ def load_network(store, row: dict):
     if weights is None:
         return DPAM.official("scratch"), None
     return load_model(weights), load_calibration(weights)
-
-
-def model_key(row: dict) -> tuple[str, str]:
-    """(model id, model version) stored with every score made with a registry model."""
-    from jndqa.store import OFFICIAL_VERSION
-
-    if row["version"] == OFFICIAL_VERSION:
-        return OFFICIAL_VERSION, "dpam-0.0.4"
-    return row["version"], (row.get("weights_sha256") or "")[:16]
 
 
 def _golden_reference(ref_sha256: str) -> bool:
@@ -145,7 +138,7 @@ def retrain(
     training_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     store.acquire_writer(f"retrain {training_id}")
     try:
-        store.ensure_official()
+        seed_registry(store)
         files, file_failures = ingest(store, paths)
         for f in files:
             log(f"{f['file']}: {f['rows']} good rows ({f['new']} new), {f['quarantined']} quarantined")

@@ -18,10 +18,11 @@ from .calibration import (
 from .checkpoint import CheckpointError, TFCheckpoint
 from .evaluate import Comparison, Estimate, Evaluation, EvaluationError, Reliability, compare, evaluate
 from .functional import dpam_distance, dpam_p_jnd
+from .model import OFFICIAL_MODEL_VERSION, ModelRef, Protocol, official_name, protocol_rule
 from .modelfile import ModelFileError, load_calibration, load_model, parameter_digest, read_metadata, save_model
 from .network import DPAM, DPAMWeights, Features, layer_lengths, load_official_weights, same_padding
 from .release import MODELS, ReleaseNotFoundError, SetupError, fetch_release, find_release
-from .score import PROTOCOLS, DPAMScorer, PairScore, Reference, resolve_model
+from .score import PROTOCOLS, DPAMScorer, PairScore, Reference
 from .train import (
     MODES,
     CheckpointMismatchError,
@@ -44,6 +45,7 @@ __all__ = [
     "MODELS",
     "MODEL_RATE",
     "MODES",
+    "OFFICIAL_MODEL_VERSION",
     "PROTOCOLS",
     "AudioLoadError",
     "CalibrationError",
@@ -60,10 +62,12 @@ __all__ = [
     "Features",
     "IsotonicCalibrator",
     "ModelFileError",
+    "ModelRef",
     "PairScore",
     "PlattCalibrator",
     "Prediction",
     "PreparedAudio",
+    "Protocol",
     "Reference",
     "ReleaseNotFoundError",
     "Reliability",
@@ -87,13 +91,14 @@ __all__ = [
     "load_model",
     "load_official_weights",
     "load_pair",
+    "official_name",
     "pair_terms",
     "parameter_digest",
     "predict",
     "predict_from_terms",
     "prepare_samples",
+    "protocol_rule",
     "read_metadata",
-    "resolve_model",
     "same_padding",
     "save_model",
     "split_by_group",

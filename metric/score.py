@@ -33,8 +33,8 @@ import torch
 
 from . import dense
 from .audio import MODEL_RATE, equalize_lengths
+from .model import PROTOCOL_RULES, official_name, protocol_rule
 from .network import DPAM, Features
-from .release import MODELS
 
 __all__ = [
     "PROTOCOLS",
@@ -44,12 +44,10 @@ __all__ = [
     "PairScore",
     "Reference",
     "WindowScore",
-    "resolve_model",
     "tune_allocator",
 ]
 
-PROTOCOLS = ("dense", "official", "student")
-WINDOWED = ("dense", "student")  # per-channel, windowed protocols
+PROTOCOLS = tuple(PROTOCOL_RULES)
 DEFAULT_PROTOCOL = "dense"
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -83,17 +81,6 @@ def tune_allocator() -> bool:
         return False
     _ALLOCATOR_TUNED = ok
     return ok
-
-
-def resolve_model(model: str) -> tuple[str, str]:
-    """Accept ``scratch`` or ``dpam-scratch-official``; returns (official name, model id)."""
-    name = model
-    if model.startswith("dpam-") and model.endswith("-official"):
-        name = model[len("dpam-") : -len("-official")]
-    if name not in MODELS:
-        choices = ", ".join([*MODELS, *(f"dpam-{m}-official" for m in MODELS)])
-        raise ValueError(f"unknown model {model!r}; choose one of {choices}")
-    return name, f"dpam-{name}-official"
 
 
 class LengthMismatchError(ValueError):
@@ -203,11 +190,9 @@ class DPAMScorer:
         self.window = round(window_seconds * MODEL_RATE)
         self.hop = round(hop_seconds * MODEL_RATE)
         self.length_tolerance = int(length_tolerance)
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"unknown protocol {protocol!r}; available: {', '.join(PROTOCOLS)}")
+        self.rule = protocol_rule(protocol)  # the protocol's preprocessing rule (mono or per channel)
         if network is None:
-            name, _ = resolve_model(model)
-            network = DPAM.official(name, release)
+            network = DPAM.official(official_name(model), release)
         self.net = network.eval()
         self.model_id = network.model_id
         # A p_jnd calibration (jndqa.metric.calibration) is fitted to official-protocol distances:
@@ -227,15 +212,22 @@ class DPAMScorer:
 
     # ------------------------------------------------------------- reference
     def reference(self, ref: ArrayLike) -> Reference:
-        if self.protocol in WINDOWED:
+        if self.rule.windowed:
             return Reference(_as_tensor(ref, self.dtype, multichannel=True))
         x = _as_tensor(ref, self.dtype)
         with torch.inference_mode():
             return Reference(x, self.net.features(x[None]))
 
+    def prepare(self, samples: np.ndarray, rate: int, *, downmix: bool = False) -> np.ndarray:
+        """``samples`` (``[L]`` or ``[L, C]``, unit scale, at ``rate``) as this protocol reads them:
+        22,050 Hz, int16 scale, mixed to mono when the protocol is (``official``) or ``downmix``."""
+        from .audio import prepare_samples
+
+        return prepare_samples(samples, rate, scale="unit", mono=self.rule.mono or downmix).samples
+
     def check_pair(self, ref_length: int, ref_channels: int, test_length: int, test_channels: int) -> None:
         """Raise the typed error a ``dense`` pair of these shapes would get (no-op for ``official``)."""
-        if self.protocol not in WINDOWED:
+        if not self.rule.windowed:
             return
         if ref_channels != test_channels:
             raise ChannelMismatchError(
@@ -277,7 +269,7 @@ class DPAMScorer:
         Tests whose length differs from the reference's are scored as ordinary
         pairs (equalising the lengths changes the reference's padding).
         """
-        if self.protocol in WINDOWED:
+        if self.rule.windowed:
             return self._dense_reference(ref, tests, progress)
         results: list[PairScore | None] = [None] * len(tests)
         same, other = [], []
@@ -303,7 +295,7 @@ class DPAMScorer:
         self, pairs: Sequence[tuple[ArrayLike, ArrayLike]], progress: Callable[[int], None] | None = None
     ) -> list[PairScore]:
         """Score arbitrary pairs in batches; each pair's result is independent of the batch."""
-        if self.protocol in WINDOWED:
+        if self.rule.windowed:
             out = []
             for ref, test in pairs:
                 out.extend(self._dense_reference(self.reference(ref), [test], progress))

@@ -34,6 +34,7 @@ __all__ = ["ReportError", "ReportResult", "render_report"]
 STATUS_TEXT = {
     "passed": "passed",
     "regressed": "regressed",
+    "regressed_ok": "regressed (not failing)",
     "failed_items": "failed items",
     "running": "running",
     "killed": "killed",
@@ -268,6 +269,12 @@ def _verdict(run: dict, summary: dict | None, comparisons: list[dict], failures:
     elif status == "regressed":
         word = "REGRESSED"
         headline = f"{len(regressed)} variant{'s' if len(regressed) != 1 else ''} regressed: {', '.join(regressed)}."
+    elif status == "regressed_ok":
+        word = "REGRESSED"
+        headline = (
+            f"{len(regressed)} variant{'s' if len(regressed) != 1 else ''} regressed: {', '.join(regressed)}; "
+            "the config does not fail the night on regressions (regression.fail_on_regression: false)."
+        )
     elif status == "failed_items":
         word = "FAILED ITEMS"
         headline = f"{len(failures)} item/variant failure{'s' if len(failures) != 1 else ''}, recorded below."

@@ -55,3 +55,9 @@ def test_missing_corpus_and_bad_yaml(tmp_path):
         load_config(tmp_path / "e.yaml")
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_hop_longer_than_window_is_a_config_error(tmp_path):
+    (tmp_path / "c.yaml").write_text(GOOD.replace("protocol: dense", "protocol: dense\n  hop_seconds: 9"))
+    with pytest.raises(ConfigError, match=r"metric\.hop_seconds \(9\) must not exceed metric\.window_seconds \(8\)"):
+        load_config(tmp_path / "c.yaml")

@@ -82,7 +82,7 @@ def bench(tmp_path, sample):
 
 
 @pytest.mark.usefixtures("prefect_harness", "release")
-def test_baseline_unchanged_and_degraded_nights(bench):
+def test_baseline_unchanged_and_degraded_nights(bench, capsys):
     from jndqa.flows.nightly import run_nightly
 
     config = bench / "night.yaml"
@@ -112,9 +112,22 @@ def test_baseline_unchanged_and_degraded_nights(bench):
     state = scheduled_nightly(str(config), return_state=True)
     assert state.is_failed() and "our encoder 32k" in state.message
 
+    # A config that does not fail on regressions: exit 0, and the regression is still reported.
+    from jndqa.flows.cli import main
+
+    lenient = bench / "lenient.yaml"
+    lenient.write_text(
+        config.read_text().replace("  bootstrap: 2000\n", "  bootstrap: 2000\n  fail_on_regression: false\n")
+    )
+    capsys.readouterr()
+    assert main(["run", str(lenient), "--json"]) == 0
+    fourth = json.loads(capsys.readouterr().out)
+    assert fourth["status"] == "regressed_ok" and fourth["reused"] == 8
+    assert [r["variant"] for r in fourth["regressions"]] == ["our encoder 32k"]
+
     store = Store(bench / "out" / "jndqa.duckdb", read_only=True)
     runs = store.runs()
-    assert [r["status"] for r in runs] == ["regressed", "regressed", "passed", "passed"]
+    assert [r["status"] for r in runs] == ["regressed_ok", "regressed", "regressed", "passed", "passed"]
     with store.connect() as con:  # 4 items x (mp3 + encoder build 1 + encoder build 2)
         assert con.execute("SELECT count(*) FROM scores").fetchone()[0] == 12
 
