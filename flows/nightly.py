@@ -40,7 +40,7 @@ def _task_runner(cfg):
 @flow(name="jndqa-nightly", log_prints=True)
 def nightly_flow(config_path: str, db: str | None = None, out: str | None = None, baseline: str | None = None,
                  progress: bool = False) -> dict:  # fmt: skip
-    """Render, score, store and compare one night (see DESIGN.md "Data flow of one nightly run")."""
+    """Render, score, store and compare one night (see docs/architecture.md "Data flow of one nightly run")."""
     cfg = load_config(config_path)
     night = Night(cfg, db=Path(db) if db else default_db(cfg), out=Path(out) if out else None,
                   baseline=baseline, config_path=Path(config_path))  # fmt: skip

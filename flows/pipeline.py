@@ -410,7 +410,7 @@ class Night:
         self.item_failures += rows
 
     def finish(self, report: str | None = None) -> dict:
-        """Compare with the baseline, write the verdict, return the run summary (DESIGN.md)."""
+        """Compare with the baseline, write the verdict, return the run summary (docs/cli.md "run")."""
         cfg = self.cfg
         rows = self.store.run_scores(self.run_id)
         baseline, why = self.store.resolve_baseline(
