@@ -26,7 +26,7 @@ tiled plus seeded noise of 10 different levels, so they all differ):
   best of 5) and the network's exact FLOP count from its layer shapes, giving
   a "floor" time (FLOPs / throughput) and the fraction of it each run reaches;
 * ratios against the official TensorFlow DPAM, 0.063 s per 10 s pair on 2 CPU
-  cores, a constant from ``shared/METRIC_SPEC.md`` §10, not measured here.
+  cores, a constant from ``docs/metric.md`` §10, not measured here.
 
 Every timing is ``time.perf_counter`` around the call, two warm-up calls first,
 the median of ``--repeats``, under ``torch.inference_mode()``, with torch's
@@ -56,7 +56,7 @@ from jndqa.metric.score import tune_allocator
 
 N_TESTS = 10
 WARMUP = 2
-OFFICIAL_TF_S_PER_PAIR = 0.063  # shared/METRIC_SPEC.md §10, 10 s pair, 2 CPU cores; not measured here
+OFFICIAL_TF_S_PER_PAIR = 0.063  # docs/metric.md §10, 10 s pair, 2 CPU cores; not measured here
 NOMINAL_GFLOPS = 90.0  # the nominal float32 throughput of the benchmark machine
 GOAL_SINGLE_X = 2.0  # single pair at least 2x the official speed
 GOAL_REUSE_X = 4.0  # reuse at least 4x the official speed per test signal

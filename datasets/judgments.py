@@ -1,6 +1,6 @@
 """Judgment files: reading, validation with quarantine, content hashing for idempotent ingest.
 
-Two formats are accepted (DESIGN.md "Judgments"), detected by content:
+Two formats are accepted (docs/cli.md "retrain"), detected by content:
 
 - ``jnd-list``: the published JND lists of the DPAM release, one judgment per line,
   ``ref_path<TAB>test_path<TAB>label``, no header;

@@ -1,4 +1,4 @@
-"""The ``jndqa`` command line (DESIGN.md "The command line"; a user-facing contract).
+"""The ``jndqa`` command line (docs/cli.md; a user-facing contract).
 
 Exit status: 0 ok; 1 a regression was found and the config fails on regressions;
 2 bad usage, config or input that stops the whole command; 3 the command finished
@@ -502,7 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
         " --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("config", help="run config (YAML; see DESIGN.md 'The run config')")
+    p.add_argument("config", help="run config (YAML; see docs/config.md)")
     p.add_argument("--db", help="DuckDB file (default: <output>/jndqa.duckdb)")
     p.add_argument("--out", help="output folder (default: the config's 'output')")
     p.add_argument("--baseline", help="a run id, or 'auto' (the latest accepted run); default: the config's")

@@ -1,4 +1,4 @@
-"""The run config (DESIGN.md "The run config"; a user-facing contract: extend, don't rename).
+"""The run config (docs/config.md; a user-facing contract: extend, don't rename).
 
 Validated with pydantic; an error names the key and its line in the YAML file:
 

@@ -419,7 +419,7 @@ class Night:
 
     def finish(self, report: str | None = None) -> dict:
         """Compare with the baseline, decide the verdict (:func:`jndqa.flows.verdict.night_verdict`),
-        record it, return the run summary (docs/cli.md "jndqa run")."""
+        record it, return the run summary (docs/cli.md "run")."""
         cfg, plan = self.cfg, self.plan
         model_id, model_version, protocol = plan.model.key
         rows = self.store.run_scores(self.run_id)

@@ -1,4 +1,4 @@
-"""Preprocessing for DPAM (``shared/METRIC_SPEC.md`` §2), with every conversion explicit.
+"""Preprocessing for DPAM (``docs/metric.md`` §2), with every conversion explicit.
 
 The official loader is ``librosa.load(path, sr=22050)`` then ``round(x · 32768)``.
 :func:`load_audio` does the same with soundfile and a named resampler: channels

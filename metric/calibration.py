@@ -14,7 +14,7 @@ Two methods, both monotone in the distance and serialisable as a few numbers
   judgments suffice, and it extrapolates smoothly. The log is used because
   distances are positive and spread over orders of magnitude (0.03 to 5 on the
   release's material); ``offset`` (1e-4, about twice the float32 noise floor of
-  the distance, METRIC_SPEC §8) keeps d = 0 finite. Fitted by Newton's method on
+  the distance, docs/metric.md §8) keeps d = 0 finite. Fitted by Newton's method on
   Platt's smoothed targets ((N₊ + 1)/(N₊ + 2) and 1/(N₋ + 2)), so perfectly
   separated data give finite parameters.
 - ``isotonic``: the monotone (non-decreasing in d) step function of least squared

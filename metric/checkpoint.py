@@ -1,6 +1,6 @@
 """Read TensorFlow V2 checkpoints (``.index`` + ``.data-*``) without TensorFlow.
 
-The format is described in ``shared/METRIC_SPEC.md`` §7: the ``.index`` file is
+The format is described in ``docs/metric.md`` §7: the ``.index`` file is
 a LevelDB-style SSTable whose entries map tensor names to serialized
 ``BundleEntryProto`` messages; the ``.data-SSSSS-of-NNNNN`` shards hold the raw
 tensor bytes. Every block and every tensor carries a masked CRC32C, and this

@@ -4,7 +4,7 @@ A model file holds the network's tensors under their ``state_dict`` names
 (``kernels.{i}`` ``[out, in, 3]``, ``betas.{i}``, ``channel_weights.{i}``,
 ``head.{j}.weight`` / ``head.{j}.bias`` in PyTorch ``nn.Linear`` layout) and string
 metadata: ``format`` (:data:`FORMAT`), ``model`` (the kind: ``scratch``, ``finetune``,
-``linear_layer`` or ``pretrained``; it fixes the head's input, METRIC_SPEC §9),
+``linear_layer`` or ``pretrained``; it fixes the head's input, docs/metric.md §9),
 ``model_id``, ``head_layout`` (e.g. ``1,16,6,2``; empty without a head), and
 optionally ``calibration`` (JSON of :mod:`jndqa.metric.calibration`) plus any
 caller-given keys (parent, training summary, ...).

@@ -1,6 +1,6 @@
 """DPAM (Manocha et al., Interspeech 2020) in PyTorch, faithful to the official release.
 
-Input contract (``shared/METRIC_SPEC.md`` §2): mono signals at 22,050 Hz, shape
+Input contract (``docs/metric.md`` §2): mono signals at 22,050 Hz, shape
 ``[N, L]`` (or ``[L]``), on the **int16 scale** (sample values in
 [-32768, 32767] as floats). Passing ``scale="unit"`` multiplies [-1, 1] input by
 32768 first (differentiably, without rounding). The scale is always explicit.

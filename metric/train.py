@@ -6,7 +6,7 @@ does; :func:`load_pair` does that), on the scale named by ``scale`` (``"unit"``,
 [-1, 1], by default; ``"int16"`` for the model's native scale); labels 0 = same,
 1 = different; one group key per pair (the reference recording's sha256, say).
 
-Protocol: **official** (METRIC_SPEC §2–5): each signal goes through the
+Protocol: **official** (docs/metric.md §2–5): each signal goes through the
 decimating network whole, normalised with its own statistics; the distance is
 the sum over the 14 layers of ``mean_c |w_l[c]| · mean_t |phi_l(test) − phi_l(ref)|``.
 This is the protocol the release's weights and head were trained with. (A model

@@ -1,4 +1,4 @@
-"""Preprocessing (METRIC_SPEC §2): mono, 22,050 Hz, int16 scale, explicit conversions."""
+"""Preprocessing (docs/metric.md §2): mono, 22,050 Hz, int16 scale, explicit conversions."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The TensorFlow V2 checkpoint reader (METRIC_SPEC §7) on the official checkpoints."""
+"""The TensorFlow V2 checkpoint reader (docs/metric.md §7) on the official checkpoints."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def test_masked_crc_is_leveldb_mask():
     assert masked_crc32c(b"abc") == ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
 
 
-# Tensor counts per checkpoint: METRIC_SPEC §6 (scratch: 174); the others counted with this reader
+# Tensor counts per checkpoint: docs/metric.md §6 (scratch: 174); the others counted with this reader
 # and consistent with §6 (linear_layer lacks Adam slots of the frozen conv layers; pretrained has
 # the extra Adam_2/3 slots and DCASE heads).
 @pytest.mark.parametrize(
@@ -39,7 +39,7 @@ def test_every_tensor_crc_verifies(release, model, count):
 def test_known_entry_and_shapes(release):
     ckpt = TFCheckpoint(release / MODELS["scratch"])
     e = ckpt.entry("loss_conv_0/weights")
-    # METRIC_SPEC §7 example: float32, [1, 3, 1, 32], offset 2424, size 384, masked crc 0x65f5ede0.
+    # docs/metric.md §7 example: float32, [1, 3, 1, 32], offset 2424, size 384, masked crc 0x65f5ede0.
     assert (e.dtype, e.shape, e.offset, e.size, e.crc32c) == (1, (1, 3, 1, 32), 2424, 384, 0x65F5EDE0)
     assert ckpt["loss_conv_13/weights"].shape == (1, 3, 128, 128)
     assert ckpt["weights_13"].shape == (128,)

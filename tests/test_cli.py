@@ -20,7 +20,7 @@ def run(*args, cwd=None, env=None):
 
 
 def close_to_official(d, official):
-    return abs(d - official) <= 1e-3 * abs(official) + 2e-4  # METRIC_SPEC §8
+    return abs(d - official) <= 1e-3 * abs(official) + 2e-4  # docs/metric.md §8
 
 
 def test_score_json(release):

@@ -1,4 +1,4 @@
-"""The package layout of DESIGN.md: folders import as jndqa.<folder>, nothing generic at the top
+"""The package layout of docs/architecture.md: folders import as jndqa.<folder>, nothing generic at the top
 level, rooms and doors respected, no side effects at import time."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The PyTorch DPAM against the official release's numbers and an independent float64 reference.
 
-Golden values: shared/METRIC_SPEC.md §1, measured by rebuilding the official TensorFlow graph
+Golden values: docs/metric.md §1, measured by rebuilding the official TensorFlow graph
 (dpam 0.0.4, tf_slim on TF 2.21 CPU, tf.compat.v1 graph mode, default Session) on the
 release's sample_audio; the "float64" values come from the spec's independent numpy port.
 """
@@ -17,7 +17,7 @@ from jndqa.metric.release import MODELS
 
 
 def close_to_official(d: float, official: float) -> bool:
-    # Port-vs-TF tolerance, METRIC_SPEC §8.
+    # Port-vs-TF tolerance, docs/metric.md §8.
     return abs(d - official) <= 1e-3 * abs(official) + 2e-4
 
 
@@ -62,7 +62,7 @@ def test_three_pairs_in_one_batch(release, sample):
 
 
 def test_scratch_layer_terms(scratch, sample):
-    # METRIC_SPEC §1: scratch per-layer terms for ref vs 2 (float64, 5 decimals).
+    # docs/metric.md §1: scratch per-layer terms for ref vs 2 (float64, 5 decimals).
     expected = [0.00034, 0.00107, 0.00132, 0.00260, 0.00084, 0.00234, 0.00194, 0.00257, 0.00435, 0.00359,
                 0.00503, 0.01070, 0.05600, 0.10021]  # fmt: skip
     with torch.inference_mode():
@@ -81,7 +81,7 @@ def test_float64_matches_float64_reference(release, sample):
     net = DPAM.official("scratch", release).double()
     with torch.inference_mode():
         d = float(net(torch.from_numpy(sample["ref"]).double(), torch.from_numpy(sample["2"]).double(), scale="int16"))
-    assert d == pytest.approx(0.192885, abs=2e-6)  # METRIC_SPEC §1 float64 column
+    assert d == pytest.approx(0.192885, abs=2e-6)  # docs/metric.md §1 float64 column
 
 
 # ----------------------------------------------------------------------------- scale
@@ -92,7 +92,7 @@ def test_scale_is_explicit_and_unit_scale_is_equivalent(scratch, sample):
     with torch.inference_mode():
         d16 = float(scratch(ref, test, scale="int16"))
         dunit = float(scratch(ref / 32768, test / 32768, scale="unit"))
-        # Feeding [-1, 1] samples as if they were int16: METRIC_SPEC §1, TF graph gives 1.322494.
+        # Feeding [-1, 1] samples as if they were int16: docs/metric.md §1, TF graph gives 1.322494.
         wrong = float(scratch(ref / 32768, test / 32768, scale="int16"))
     assert dunit == pytest.approx(d16, rel=1e-5)
     assert close_to_official(wrong, 1.322494), wrong
@@ -112,14 +112,14 @@ def test_same_padding_rule(n, stride, pads):
 
 
 def test_layer_lengths_from_spec():
-    # METRIC_SPEC §3.
+    # docs/metric.md §3.
     assert layer_lengths(55125) == [27563, 13782, 6891, 3446, 1723, 862, 431, 216, 108, 54, 27, 14, 7, 7]
     lengths = layer_lengths(220500)
     assert lengths[:2] == [110250, 55125] and lengths[-3:] == [54, 27, 27]
 
 
 def test_symmetric_padding_would_be_wrong(scratch, sample, monkeypatch):
-    # METRIC_SPEC §3: PyTorch's symmetric padding=1 on every layer gives 0.16405 instead of 0.19290.
+    # docs/metric.md §3: PyTorch's symmetric padding=1 on every layer gives 0.16405 instead of 0.19290.
     import jndqa.metric.network as network
 
     monkeypatch.setattr(network, "same_padding", lambda n, stride, kernel=3: (1, 1))
@@ -132,7 +132,7 @@ def test_symmetric_padding_would_be_wrong(scratch, sample, monkeypatch):
 
 
 def numpy_dpam(ckpt: TFCheckpoint, ref: np.ndarray, test: np.ndarray) -> float:
-    """Straight from METRIC_SPEC §3-5, reading the HWIO kernels as stored; float64."""
+    """Straight from docs/metric.md §3-5, reading the HWIO kernels as stored; float64."""
 
     def feats(x):
         h = x[None, :].astype(np.float64)
@@ -167,7 +167,7 @@ def test_matches_numpy_reference_on_odd_and_even_lengths(release, scratch, lengt
 
 
 def test_short_signals_zero_the_length_one_layers(scratch):
-    # METRIC_SPEC §4: a layer of output length 1 has variance 0, outputs beta for both inputs.
+    # docs/metric.md §4: a layer of output length 1 has variance 0, outputs beta for both inputs.
     assert layer_lengths(4000)[11:] == [1, 1, 1]
     rng = np.random.default_rng(1)
     ref = _t(np.round(rng.normal(0, 3000, 4000)))
@@ -212,7 +212,7 @@ def test_ragged_features_equal_unpadded(scratch, sample):
 
 
 def test_unequal_lengths_pad_the_shorter_at_the_start(release, sample):
-    # METRIC_SPEC §2.4 (check_length): the shorter signal is zero-padded at its START.
+    # docs/metric.md §2.4 (check_length): the shorter signal is zero-padded at its START.
     scorer = DPAMScorer("scratch", "official", release=release)
     short = sample["2"][:-1000]
     padded_start = np.concatenate([np.zeros(1000, np.float32), short])
@@ -238,7 +238,7 @@ def test_reference_reuse_equals_pairs(release, sample):
 
 def test_p_jnd_head(nets, sample):
     with torch.no_grad():
-        # METRIC_SPEC §9: scratch p(diff) = 0.2168 at d = 0 (nearly flat head).
+        # docs/metric.md §9: scratch p(diff) = 0.2168 at d = 0 (nearly flat head).
         assert float(nets["scratch"].p_jnd(torch.tensor([0.0]))) == pytest.approx(0.2168, abs=1e-4)
         # linear_layer: 0.235 (ref vs 2) and 0.783 (ref vs 4); the spec's values were computed with the
         # training graphs' distances (§9 note), hence the looser tolerance.
@@ -291,4 +291,4 @@ def test_grad_and_inference_paths_agree(scratch, sample):
     slow = float(scratch(ref, test, scale="int16").detach())  # autograd path (out-of-place)
     with torch.inference_mode():  # in-place fast path
         fast = float(scratch(ref, test, scale="int16"))
-    assert fast == pytest.approx(slow, rel=1e-4)  # float32 noise floor, METRIC_SPEC §8
+    assert fast == pytest.approx(slow, rel=1e-4)  # float32 noise floor, docs/metric.md §8

@@ -4,7 +4,7 @@ calibration.py, modelfile.py).
 The judgment set is synthetic and built in memory: 12 harmonic references of 2 s at 22,050 Hz,
 each with white noise added at 10 SNRs, labelled "different" below 50 dB SNR, with 5 % of the
 labels flipped. At these SNRs the official scratch distance lies mostly between 0.05 and 2, where
-the release's head says "same" (p < 0.5 below d ≈ 1.9, METRIC_SPEC §9), so it misses most
+the release's head says "same" (p < 0.5 below d ≈ 1.9, docs/metric.md §9), so it misses most
 "different" pairs; a head or channel weights fitted to the judgments should not.
 """
 

@@ -1,4 +1,4 @@
-"""Variant specs: the entries of the run config's ``variants:`` list (DESIGN.md "The run config").
+"""Variant specs: the entries of the run config's ``variants:`` list (docs/config.md "variants").
 
 A spec is one of three kinds:
 
@@ -399,7 +399,7 @@ def parse_variants(entries: Any, *, base_dir: str | Path | None = None) -> list[
     that collide get the id's first digits appended.
     """
     if isinstance(entries, Mapping) or isinstance(entries, str) or not isinstance(entries, Sequence):
-        raise SpecError("variants must be a list of mappings (see DESIGN.md, 'The run config')")
+        raise SpecError("variants must be a list of mappings (see docs/config.md, 'variants')")
     specs: list[VariantSpec] = []
     explicit: list[bool] = []
     for i, entry in enumerate(entries):
