@@ -9,7 +9,7 @@ Layout of a report folder (everything relative, so it opens straight from disk):
     plotly.min.js report.js report.css   written once per folder
 
 Text from configs, file names and metadata is escaped by Jinja2 (autoescape) in HTML, by
-:func:`_script_json` inside ``<script>`` blocks, and by :func:`figures.plotly_text` in Plotly
+:func:`script_json` inside ``<script>`` blocks, and by :func:`figures.plotly_text` in Plotly
 labels. Reading the store never writes to it.
 """
 
@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from . import figures
+from .pages import Figures, environment, jndqa_version, write_page, write_static
 from .spectrum import SpectrumError, spectrogram_difference
 
 __all__ = ["ReportError", "ReportResult", "render_report"]
@@ -60,23 +61,6 @@ class ReportResult:
 
 
 # ------------------------------------------------------------------ helpers
-def _clean(obj: Any) -> Any:
-    """JSON-safe: NaN and infinities become null (JSON.parse rejects them)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    return obj
-
-
-def _script_json(obj: Any) -> str:
-    """JSON that cannot close its ``<script>`` element or open a comment, whatever strings it holds."""
-    text = json.dumps(_clean(obj), separators=(",", ":"), default=str)
-    return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
-
-
 def _safe_name(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", s) or "_"
 
@@ -94,56 +78,6 @@ def _json_field(value: Any) -> Any:
         except ValueError:
             return value
     return value
-
-
-class _Figures:
-    """Places figures: a ``div`` the page script draws into, with the figure's JSON beside it."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self, fig: dict) -> Any:
-        from markupsafe import Markup
-
-        self.count += 1
-        fid = f"fig{self.count}"
-        return Markup(
-            f'<div class="figure" id="{fid}" data-figure="{fid}-data"></div>\n'
-            f'<script type="application/json" id="{fid}-data">{_script_json(fig)}</script>'
-        )
-
-
-def _environment():
-    from jinja2 import Environment, FileSystemLoader, StrictUndefined
-
-    env = Environment(
-        loader=FileSystemLoader(Path(__file__).parent / "templates"),
-        autoescape=True,
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    return env
-
-
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
-def _write_static(root: Path) -> None:
-    """plotly.min.js (from the installed plotly package, never a CDN), report.js, report.css."""
-    import plotly
-
-    plotly_js = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-    target = root / "plotly.min.js"
-    if not target.exists() or target.stat().st_size != plotly_js.stat().st_size:
-        shutil.copyfile(plotly_js, target)
-    static = Path(__file__).parent / "static"
-    for name in ("report.js", "report.css"):
-        shutil.copyfile(static / name, root / name)
 
 
 def _place_audio(src: str | None, root: Path) -> str | None:
@@ -192,11 +126,11 @@ def render_report(store: Any, out: str | Path, run_id: str | None = None) -> Rep
         raise ReportError(f"{store.path}: no run {run_id!r}; `jndqa runs --db {store.path}` lists them")
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
-    _write_static(root)
-    env = _environment()
+    write_static(root)
+    env = environment()
     common = {
         "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "version": _version(),
+        "version": jndqa_version(),
         "db": str(store.path),
     }
     pages, audio = _render_run(store, root, run_id, env, common)
@@ -214,18 +148,9 @@ def render_report(store: Any, out: str | Path, run_id: str | None = None) -> Rep
     )
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("jndqa")
-    except PackageNotFoundError:
-        return "(not installed)"
-
-
 # --------------------------------------------------------------------- index
 def _render_index(store, root: Path, runs: list[dict], env, common: dict) -> Path:
-    fig = _Figures()
+    fig = Figures()
     rows = []
     links = {}
     for r in runs:
@@ -251,7 +176,7 @@ def _render_index(store, root: Path, runs: list[dict], env, common: dict) -> Pat
         points.append({**m, "series": series})
     trend = fig(figures.trend(points, links)) if points else None
     path = root / "index.html"
-    _write(path, env.get_template("index.html.j2").render(root="", title="Runs", runs=rows, trend=trend, **common))
+    write_page(path, env.get_template("index.html.j2").render(root="", title="Runs", runs=rows, trend=trend, **common))
     return path
 
 
@@ -325,7 +250,7 @@ def _render_run(store, root: Path, run_id: str, env, common: dict) -> tuple[int,
         baseline_note = f"No baseline: {baseline_note}." if not baseline_note.startswith("No ") else baseline_note
 
     run_dir = root / "runs" / _safe_name(run_id)
-    fig = _Figures()
+    fig = Figures()
     item_link = {it["sha256"]: f"items/{it['sha256'][:16]}.html" for it in items}
     labels = [v["label"] for v in variants]
     by_key = {(r["item_sha256"], r["spec_id"]): r for r in rows}
@@ -431,7 +356,7 @@ def _render_run(store, root: Path, run_id: str, env, common: dict) -> tuple[int,
         config=json.dumps(config, indent=2, sort_keys=True, default=str),
         **common,
     )
-    _write(run_dir / "index.html", page)
+    write_page(run_dir / "index.html", page)
 
     # Item pages.
     audio_files = 0
@@ -447,7 +372,7 @@ def _render_run(store, root: Path, run_id: str, env, common: dict) -> tuple[int,
 
 
 def _render_item(it, variants, by_key, base, kept, failures, run, root, run_dir, env, common, config) -> int:
-    fig = _Figures()
+    fig = Figures()
     rel_root = "../../../"
     keep_n = config.get("keep_audio", 3)
     ref_kept = kept.get((it["sha256"], ""))
@@ -522,7 +447,7 @@ def _render_item(it, variants, by_key, base, kept, failures, run, root, run_dir,
         failures=failures,
         **common,
     )
-    _write(run_dir / "items" / f"{it['sha256'][:16]}.html", page)
+    write_page(run_dir / "items" / f"{it['sha256'][:16]}.html", page)
     return placed
 
 

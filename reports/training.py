@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import figures
-from .render import _environment, _Figures, _version, _write, _write_static
+from .pages import Figures, environment, jndqa_version, write_page, write_static
 
 __all__ = ["render_training_report"]
 
@@ -64,8 +64,8 @@ def render_training_report(summary: dict, out: str | Path) -> Path:
     """Write ``out/index.html`` for a retraining summary (:func:`jndqa.flows.retrain.retrain`)."""
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
-    _write_static(root)
-    fig = _Figures()
+    write_static(root)
+    fig = Figures()
     splits = []
     for key, title in (("test", "Held-out pairs"), ("golden", "Golden set")):
         m = (summary.get("metrics") or {}).get(key)
@@ -93,13 +93,13 @@ def render_training_report(summary: dict, out: str | Path) -> Path:
     files = [{**f, "kinds": ", ".join(f"{k}: {v}" for k, v in (f.get("quarantine_kinds") or {}).items())}
              for f in summary.get("files", [])]  # fmt: skip
     s = {**summary, "files": files}
-    page = _environment().get_template("training.html.j2").render(
+    page = environment().get_template("training.html.j2").render(
         root="", title=f"training {summary.get('training_id')}", s=s, splits=splits, loss=loss,
         reliability=fig(_reliability_figure(rel)) if rel else None, word=word, headline=headline,
         css={"promoted": "passed", "rejected": "regressed"}.get(status, "failed_items"),
         settings=json.dumps(summary.get("settings", {}), sort_keys=True),
-        generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), version=_version(), db="the model registry",
+        generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), version=jndqa_version(), db="the model registry",
     )  # fmt: skip
     path = root / "index.html"
-    _write(path, page)
+    write_page(path, page)
     return path

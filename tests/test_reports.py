@@ -16,7 +16,7 @@ import soundfile as sf
 
 from jndqa.flows.pipeline import choose_kept_audio
 from jndqa.reports import figures
-from jndqa.reports.render import _script_json
+from jndqa.reports.pages import script_json
 from jndqa.reports.spectrum import spectrogram_difference
 
 JNDQA = str(Path(sys.executable).parent / "jndqa")
@@ -31,7 +31,7 @@ SHOTS = Path(__file__).parent / "output"
 
 # ------------------------------------------------------------- helpers, known values
 def test_script_json_cannot_close_its_script_element():
-    text = _script_json({"label": "</script><script>alert(1)</script><!-- & \u2028", "x": [1.5, float("nan")]})
+    text = script_json({"label": "</script><script>alert(1)</script><!-- & \u2028", "x": [1.5, float("nan")]})
     assert "<" not in text and ">" not in text and "&" not in text
     back = json.loads(text)
     assert back["label"] == "</script><script>alert(1)</script><!-- & \u2028" and back["x"] == [1.5, None]
