@@ -16,12 +16,11 @@ does; ``dense`` and ``student`` keep channels and score them one by one.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .release import DPAM_VERSION, MODELS
+from .release import DPAM_VERSION, MODELS, file_sha256
 
 if TYPE_CHECKING:
     from .score import DPAMScorer
@@ -77,14 +76,6 @@ def official_name(model: str) -> str:
     return name
 
 
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 @dataclass(frozen=True)
 class ModelRef:
     """What scores a pair: weights, protocol and window settings, and the identity stored with results.
@@ -127,7 +118,7 @@ class ModelRef:
                    protocol: str = "dense", **settings: Any) -> ModelRef:  # fmt: skip
         """A registry model: ``version`` (its registry version, also its id) and its weights file.
         ``weights_sha256`` as recorded in the registry (computed from the file when not given)."""
-        digest = weights_sha256 or _digest(Path(weights))
+        digest = weights_sha256 or file_sha256(Path(weights))
         return cls(version, digest[:16], protocol, weights=str(weights), **settings)
 
     @classmethod
@@ -144,7 +135,7 @@ class ModelRef:
         from .student import STUDENT_VERSION, student_weights
 
         settings.pop("protocol", None)
-        return cls(STUDENT_VERSION, _digest(student_weights())[:16], "student", **settings)
+        return cls(STUDENT_VERSION, file_sha256(student_weights())[:16], "student", **settings)
 
     def with_protocol(self, protocol: str) -> ModelRef:
         return replace(self, protocol=protocol)

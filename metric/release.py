@@ -37,6 +37,7 @@ __all__ = [
     "cache_dir",
     "checkpoint_prefix",
     "fetch_release",
+    "file_sha256",
     "find_release",
     "sample_audio",
 ]
@@ -134,7 +135,8 @@ def sample_audio(name: str, release: Path | None = None) -> Path:
     return path
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """sha256 (hex) of a file's bytes, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -170,7 +172,7 @@ def fetch_release(dest: Path | None = None, *, sdist: Path | None = None, force:
                     "`jndqa setup --sdist dpam-0.0.4.tar.gz`.",
                     download_failed=True,
                 )
-        digest = _sha256(Path(sdist))
+        digest = file_sha256(Path(sdist))
         if digest != SDIST_SHA256:
             raise SetupError(
                 f"{sdist}: sha256 {digest} does not match the known dpam {DPAM_VERSION} sdist "
