@@ -103,5 +103,5 @@ def scheduled_nightly(config_path: str, db: str | None = None, baseline: str | N
     verdict = Verdict(summary["status"])
     if verdict.fails_flow:
         names = ", ".join(r["variant"] for r in summary["regressions"])
-        return Failed(message=f"run {summary['run_id']} regressed: {names}", data=summary)
+        return Failed(message=f"run {summary['run_id']} regressed: {names}")  # a Failed state's data must be an error
     return Completed(message=f"run {summary['run_id']}: {summary['status']}", data=summary)

@@ -146,6 +146,13 @@ def process_item(work: ItemWork, model: ModelRef, render: RenderSettings) -> Ite
     for v, r in zip(work.variants, rendered, strict=True):
         if isinstance(r, VariantError):
             res.failures.append(r.row())
+        elif r.alignment != "samples" and model.rule.windowed:
+            res.failures.append({
+                "item": work.path, "variant": v.label, "spec_id": v.spec_id, "kind": "metric",
+                "reason": f"aligned by its envelope only (envelope correlation {r.correlation:.3f}; the samples do not "
+                          f"correlate: a resynthesising codec?): the {model.protocol} protocol compares sample-aligned "
+                          "signals; score it under protocol official or with a metric that does not need alignment",
+            })  # fmt: skip
         else:
             good.append((v, r))
     if not good:

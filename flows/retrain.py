@@ -342,8 +342,5 @@ def scheduled_retrain(judgments_dir: str, db: str, settings: dict | None = None)
         return Completed(message=f"no judgment files in {folder}: nothing to do")
     summary = retrain_flow(files, db, settings)
     message = f"training {summary['training_id']}: {summary['status']} ({summary.get('reason', '')})"
-    return (
-        Failed(message=message, data=summary)
-        if summary["status"] == "failed"
-        else Completed(message=message, data=summary)
-    )
+    # A Failed state's data must be an exception: the summary travels with Completed only.
+    return Failed(message=message) if summary["status"] == "failed" else Completed(message=message, data=summary)

@@ -243,14 +243,47 @@ def test_variants_that_cannot_be_aligned_are_failures_not_scores():
             {"effects": "anull"},
         ]
     )
-    delayed, silent, unrelated, short, same = render_all(ref, specs)
+    delayed, silent, unrelated, short, same = render_all(ref, specs, envelope_fallback=False)
     assert isinstance(delayed, AlignmentFailed) and "max_lag" in str(delayed)
     assert isinstance(silent, AlignmentFailed) and "silent" in silent.reason
     assert isinstance(unrelated, AlignmentFailed) and "correlation" in unrelated.reason
     assert isinstance(short, VariantTooShort)
     assert isinstance(same, RenderedVariant) and np.array_equal(same.samples, ref.samples)
     wide = render(ref, specs[0], max_lag=8192)
-    assert wide.offset == 6000 and wide.correlation > 0.99
+    assert wide.offset == 6000 and wide.correlation > 0.99 and wide.alignment == "samples"
+    # With the envelope fallback (the default): the envelopes find the delay beyond the lag window and
+    # the samples take over near it; silence and unrelated noise still fail, saying both reasons.
+    delayed, silent, unrelated, _, same = render_all(ref, specs)
+    assert delayed.offset == 6000 and delayed.correlation > 0.99 and delayed.alignment == "samples"
+    assert isinstance(silent, AlignmentFailed) and "silent" in silent.reason
+    assert isinstance(unrelated, AlignmentFailed) and "by envelope: the envelopes correlate at" in unrelated.reason
+    assert same.alignment == "samples"
+
+
+def test_a_resynthesised_signal_aligns_by_its_envelope():
+    """A signal with the reference's timing but not its waveform (the envelope of the reference
+    imposed on fresh noise, as a vocoder would): the samples do not correlate, the envelopes do."""
+    from scipy import signal
+
+    from jndqa.variants.align import find_envelope_offset
+
+    rate = 16000
+    rng = np.random.default_rng(3)
+    t = np.arange(3 * rate) / rate
+    syllables = (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)) ** 4 * (0.3 + 0.7 * (np.sin(2 * np.pi * 0.7 * t) > 0))
+    ref = (syllables * signal.lfilter([1.0], [1.0, -0.9], rng.standard_normal(t.size)) * 0.05)[:, None]
+    vocoded = (syllables * signal.lfilter([1.0], [1.0, -0.9], rng.standard_normal(t.size)) * 0.05)[:, None]
+    delayed = np.concatenate([np.zeros((400, 1)), vocoded])[: t.size].astype(np.float32)  # 25 ms later
+    a = find_envelope_offset(ref.astype(np.float32), delayed, rate)
+    assert a.method == "envelope" and a.offset == 400 and a.correlation > 0.8
+    with pytest.raises(AlignmentFailed, match="envelopes correlate"):
+        find_envelope_offset(ref.astype(np.float32), rng.standard_normal((t.size, 1)).astype(np.float32), rate)
+    # Through ffmpeg: every STFT bin's phase randomised (a crude resynthesis) keeps the timing only.
+    scramble = "afftfilt=real='hypot(re,im)*cos(random(0)*2*PI)':imag='hypot(re,im)*sin(random(0)*2*PI)':win_size=512"
+    resynth, plain = render_all(Reference.from_array(ref.astype(np.float32), rate, "syllables"),
+                                parse_variants([{"effects": scramble}, {"effects": "anull"}]))  # fmt: skip
+    assert resynth.alignment == "envelope" and resynth.correlation > 0.8 and 0 <= resynth.offset <= 512
+    assert plain.alignment == "samples" and plain.correlation == pytest.approx(1.0, abs=1e-6)
 
 
 def test_normalize_loudness_before_encoding():

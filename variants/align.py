@@ -9,10 +9,21 @@ The correlation reported and judged is then computed at that lag over all the sa
 signals share, normalised by their energies (1.0 for an exact delayed copy, -1.0 for an
 inverted one), so a variant that goes wrong outside the analysed stretch still shows.
 
-A variant is not aligned, and :class:`AlignmentFailed` is raised, when that correlation's
+A variant is not sample-aligned, and :class:`AlignmentFailed` is raised, when that correlation's
 magnitude is below ``min_correlation``, when the peak lies on the edge of the lag window (the
 delay is probably larger than the window), or when the variant is silent and the reference is
-not. Effects that keep the bulk of the signal's energy (a low-pass at a few kHz, a
+not.
+
+Codecs that resynthesise the signal (vocoders, generative codecs) keep its timing but not its
+waveform: sample for sample they correlate weakly with their reference. For them
+:func:`find_envelope_offset` aligns the signals' log-energy envelopes (10 ms windows every 1 ms,
+searched ±0.5 s around the prior) and accepts the lag when the envelopes' correlation reaches
+``min_correlation`` (0.8 by default); the renderer then tries the samples again near that lag (a
+waveform copy delayed beyond the lag window aligns by samples). The result says which method
+aligned it (``Alignment.method``), so a metric that needs sample alignment can refuse a pair
+aligned by envelope only while the others score it.
+
+Effects that keep the bulk of the signal's energy (a low-pass at a few kHz, a
 compressor, a gain) stay well above the default threshold of 0.5; effects that remove most of
 it (a narrow band-pass of broadband material) may need a lower one.
 """
@@ -28,7 +39,22 @@ import scipy.fft
 
 from .errors import AlignmentFailed, VariantError
 
-__all__ = ["Alignment", "apply_offset", "find_offset", "match_channels", "spectrum_cache"]
+__all__ = [
+    "ENVELOPE_HOP_SECONDS",
+    "ENVELOPE_WINDOW_SECONDS",
+    "MIN_ENVELOPE_CORRELATION",
+    "Alignment",
+    "apply_offset",
+    "find_envelope_offset",
+    "find_offset",
+    "match_channels",
+    "spectrum_cache",
+]
+
+ENVELOPE_WINDOW_SECONDS = 0.010
+ENVELOPE_HOP_SECONDS = 0.001
+ENVELOPE_MAX_LAG_SECONDS = 0.5
+MIN_ENVELOPE_CORRELATION = 0.8
 
 _CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _CACHE_LOCK = threading.Lock()
@@ -46,8 +72,13 @@ def spectrum_cache(owner: object) -> dict:
 
 @dataclass(frozen=True)
 class Alignment:
-    offset: int  # the variant's sample offset+n matches the reference's sample n
-    correlation: float | None  # None when the reference is silent (nothing to align on)
+    """``offset``: the variant's sample ``offset + n`` matches the reference's sample ``n``.
+    ``correlation``: at that offset, of the samples (``method`` "samples") or of the envelopes
+    ("envelope"); None when the reference is silent (nothing to align on)."""
+
+    offset: int
+    correlation: float | None
+    method: str = "samples"
 
 
 def match_channels(x: np.ndarray, channels: int) -> np.ndarray:
@@ -150,6 +181,63 @@ def find_offset(
             hint="raise max_lag, or check the effects for a delay",
         )
     return Alignment(offset, float(corr))
+
+
+def _energies(x: np.ndarray, rate: int) -> np.ndarray:
+    """Mean energy (summed over channels) in ``ENVELOPE_WINDOW_SECONDS`` windows every
+    ``ENVELOPE_HOP_SECONDS``, float64 ``[frames]``."""
+    win = max(round(ENVELOPE_WINDOW_SECONDS * rate), 1)
+    hop = max(round(ENVELOPE_HOP_SECONDS * rate), 1)
+    csum = np.concatenate([[0.0], np.cumsum(np.einsum("ij,ij->i", x, x, dtype=np.float64))])
+    starts = np.arange(0, max(x.shape[0] - win, 0) + 1, hop)
+    return (csum[np.minimum(starts + win, x.shape[0])] - csum[starts]) / win
+
+
+def find_envelope_offset(
+    ref: np.ndarray,
+    var: np.ndarray,
+    rate: int,
+    *,
+    prior: int = 0,
+    max_lag_seconds: float = ENVELOPE_MAX_LAG_SECONDS,
+    min_correlation: float = MIN_ENVELOPE_CORRELATION,
+) -> Alignment:
+    """The offset of ``var`` against ``ref`` (both ``[n, C]`` float32 at ``rate``) from their log-energy
+    envelopes, within ``prior ± max_lag_seconds``, to the envelope's hop (1 ms). The correlation is the
+    envelopes' Pearson correlation over their overlap at that lag; below ``min_correlation`` the
+    variant is :class:`AlignmentFailed`."""
+    hop = max(round(ENVELOPE_HOP_SECONDS * rate), 1)
+    a, b = _energies(ref, rate), _energies(var, rate)
+    if a.size < 2 or b.size < 2:
+        raise AlignmentFailed("too short to align by envelope")
+    floor = 1e-6 * float(a.mean()) + 1e-20  # 60 dB below the reference's mean: silence is one level
+    a, b = np.log(a + floor), np.log(b + floor)
+    centre, reach = round(prior / hop), round(max_lag_seconds * rate / hop)
+    lags = np.arange(centre - reach, centre + reach + 1)
+    lo, hi = np.maximum(0, -lags), np.minimum(a.size, b.size - lags)
+    keep = hi - lo >= min(a.size, b.size) // 2  # at least half the shorter envelope overlaps
+    if not keep.any():
+        raise AlignmentFailed(f"no lag within {prior} ± {max_lag_seconds:g} s overlaps half of the signals")
+    lags, lo, hi = lags[keep], lo[keep], hi[keep]
+    # Pearson correlation at every lag, from sums over each lag's overlap (FFT for the cross term).
+    n = scipy.fft.next_fast_len(a.size + b.size, real=True)
+    ab = scipy.fft.irfft(np.conj(scipy.fft.rfft(a, n)) * scipy.fft.rfft(b, n), n)[lags % n]
+    ca, caa = np.concatenate([[0.0], np.cumsum(a)]), np.concatenate([[0.0], np.cumsum(a * a)])
+    cb, cbb = np.concatenate([[0.0], np.cumsum(b)]), np.concatenate([[0.0], np.cumsum(b * b)])
+    m = (hi - lo).astype(np.float64)
+    sa, saa = ca[hi] - ca[lo], caa[hi] - caa[lo]
+    sb, sbb = cb[hi + lags] - cb[lo + lags], cbb[hi + lags] - cbb[lo + lags]
+    cov, va, vb = ab - sa * sb / m, saa - sa * sa / m, sbb - sb * sb / m
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where((va > 0) & (vb > 0), cov / np.sqrt(np.maximum(va * vb, 1e-300)), 0.0)
+    k = int(np.argmax(r))
+    best, corr = int(lags[k]), float(r[k])
+    if not np.isfinite(corr) or corr < min_correlation:
+        raise AlignmentFailed(
+            f"the envelopes correlate at {corr:.3f} at best (offset {best * hop} samples), below "
+            f"{min_correlation:g}: the variant does not follow its reference in time"
+        )
+    return Alignment(best * hop, corr, "envelope")
 
 
 def apply_offset(var: np.ndarray, offset: int, length: int) -> np.ndarray:

@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .align import apply_offset, find_offset, match_channels, spectrum_cache
+from .align import ENVELOPE_HOP_SECONDS, apply_offset, find_envelope_offset, find_offset, match_channels, spectrum_cache
 from .coders import Decoded, effects_only, external_coder, ffmpeg_codec
-from .errors import DecoderEmpty, InputError, InvalidSamples, VariantError, VariantTooShort
+from .errors import AlignmentFailed, DecoderEmpty, InputError, InvalidSamples, VariantError, VariantTooShort
 from .loudness import db_to_gain, integrated_loudness
 from .reference import Reference, load_reference
 from .specs import VariantSpec
@@ -58,15 +58,16 @@ RESAMPLER = f"soxr {RESAMPLE_QUALITY}"
 class RenderedVariant:
     """A decoded variant, aligned to its reference.
 
-    ``samples``: float32 ``[L, C]`` at ``rate``, with the reference's length, rate and channels.
-    ``offset``: samples (at ``rate``) dropped from the start of the decoded signal to align it
-    (negative: zeros prepended); ``priming`` is the codec's known delay the search started from,
-    so ``offset - priming`` is what the cross-correlation corrected. ``correlation``: normalised
-    correlation at ``offset`` (None when the reference is silent). Loudness in LUFS
-    (None when undefined); ``loudness_delta`` = variant − reference in LU, measured before
-    ``loudness_gain`` (dB, applied by ``match_loudness``). ``reference_gain``: dB applied to the
-    reference before encoding (:func:`normalize_loudness`). ``coded_rate``/``coded_channels``:
-    of the decoded stream before resampling. ``transport``: ``pipe`` or ``files``.
+        ``samples``: float32 ``[L, C]`` at ``rate``, with the reference's length, rate and channels.
+        ``offset``: samples (at ``rate``) dropped from the start of the decoded signal to align it
+        (negative: zeros prepended); ``priming`` is the codec's known delay the search started from,
+        so ``offset - priming`` is what the cross-correlation corrected. ``correlation``: normalised
+        correlation at ``offset`` (None when the reference is silent), of the samples or, when
+    ``alignment`` is "envelope", of the log-energy envelopes (a resynthesising codec). Loudness in LUFS
+        (None when undefined); ``loudness_delta`` = variant − reference in LU, measured before
+        ``loudness_gain`` (dB, applied by ``match_loudness``). ``reference_gain``: dB applied to the
+        reference before encoding (:func:`normalize_loudness`). ``coded_rate``/``coded_channels``:
+        of the decoded stream before resampling. ``transport``: ``pipe`` or ``files``.
     """
 
     item: str
@@ -76,6 +77,7 @@ class RenderedVariant:
     offset: int
     priming: int
     correlation: float | None
+    alignment: str  # how it was aligned: "samples" (cross-correlation) or "envelope" (see .align)
     loudness_reference: float | None
     loudness_variant: float | None
     loudness_delta: float | None
@@ -146,6 +148,7 @@ def _finish(
     min_correlation: float,
     match_loudness: bool,
     analysis_seconds: float,
+    envelope_fallback: bool,
     timings: dict,
 ) -> RenderedVariant:
     t0 = time.perf_counter()
@@ -175,16 +178,24 @@ def _finish(
             f"the decoded variant has {usable} samples ({usable / ref.rate:.3f} s) after the codec delay, "
             f"less than half the reference's {ref.frames} ({ref.duration:.3f} s)"
         )
-    alignment = find_offset(
-        ref.samples,
-        x,
-        ref.rate,
-        prior=prior,
-        max_lag=max_lag,
-        min_correlation=min_correlation,
-        analysis_seconds=analysis_seconds,
-        cache=spectrum_cache(ref),
-    )
+    try:
+        alignment = find_offset(ref.samples, x, ref.rate, prior=prior, max_lag=max_lag,
+                                min_correlation=min_correlation, analysis_seconds=analysis_seconds,
+                                cache=spectrum_cache(ref))  # fmt: skip
+    except AlignmentFailed as exc:
+        if not envelope_fallback or not x.any():
+            raise
+        try:  # a resynthesising codec keeps the timing, not the waveform
+            alignment = find_envelope_offset(ref.samples, x, ref.rate, prior=prior)
+        except AlignmentFailed as env_exc:
+            raise AlignmentFailed(f"{exc.reason}; by envelope: {env_exc.reason}", hint=exc.hint) from None
+        try:  # a waveform copy delayed beyond the lag window: the samples take over near the envelope's lag
+            alignment = find_offset(ref.samples, x, ref.rate, prior=alignment.offset,
+                                    max_lag=max(4 * round(ENVELOPE_HOP_SECONDS * ref.rate), 64),
+                                    min_correlation=min_correlation, analysis_seconds=analysis_seconds,
+                                    cache=spectrum_cache(ref))  # fmt: skip
+        except AlignmentFailed:
+            pass
     aligned = apply_offset(x, alignment.offset, ref.frames)
     t2 = time.perf_counter()
     timings["align"] = t2 - t1
@@ -204,6 +215,7 @@ def _finish(
         offset=alignment.offset,
         priming=prior,
         correlation=alignment.correlation,
+        alignment=alignment.method,
         loudness_reference=loud_ref,
         loudness_variant=loud_var,
         loudness_delta=delta,
@@ -237,6 +249,7 @@ def render(
     min_correlation: float = DEFAULT_MIN_CORRELATION,
     match_loudness: bool = False,
     analysis_seconds: float = DEFAULT_ANALYSIS_SECONDS,
+    envelope_fallback: bool = True,
 ) -> RenderedVariant:
     """Render one variant of ``reference`` (see the module docstring).
 
@@ -246,6 +259,8 @@ def render(
     ``min_correlation``: below it the variant is :class:`AlignmentFailed`. ``match_loudness``:
     scale the variant to the reference's integrated loudness. ``analysis_seconds``: how much
     of the reference (its most energetic stretch) the cross-correlation looks at.
+    ``envelope_fallback``: when the samples correlate too weakly, align the log-energy envelopes
+    (``RenderedVariant.alignment`` says which method did).
 
     Raises a :class:`VariantError` subclass naming the item, the variant and the reason.
     """
@@ -275,6 +290,7 @@ def render(
             min_correlation=min_correlation,
             match_loudness=match_loudness,
             analysis_seconds=analysis_seconds,
+            envelope_fallback=envelope_fallback,
             timings=timings,
         )
     except VariantError as exc:
@@ -298,6 +314,7 @@ def render_all(
     min_correlation: float = DEFAULT_MIN_CORRELATION,
     match_loudness: bool = False,
     analysis_seconds: float = DEFAULT_ANALYSIS_SECONDS,
+    envelope_fallback: bool = True,
     workers: int = 1,
 ) -> list[RenderedVariant | VariantError]:
     """Render every spec for one reference; a failure takes the place of its result, in order.
@@ -328,6 +345,7 @@ def render_all(
                 min_correlation=min_correlation,
                 match_loudness=match_loudness,
                 analysis_seconds=analysis_seconds,
+                envelope_fallback=envelope_fallback,
             )
         except VariantError as exc:
             return exc
