@@ -1,6 +1,7 @@
 """DuckDB store: schema, migrations, idempotent writes, queries, baseline comparison.
 
-Knows nothing of audio: it keeps rows.
+Knows nothing of audio: it keeps rows. :class:`Store` composes one mixin per concern (see
+:mod:`jndqa.store.db`).
 """
 
 from .compare import VariantComparison, compare_runs, holm
