@@ -4,7 +4,7 @@
 - :mod:`.runs`: runs, items, variants, keyed scores, failures, kept audio, baselines;
 - :mod:`.registry`: the model registry and training runs;
 - :mod:`.judgments`: judgment files, judgments and their quarantine;
-- :mod:`.cache`: the teacher scores cached for the student.
+- :mod:`.cache`: the content-keyed cache.
 
 Each mixin subclasses :class:`StoreBase` and uses only its connections; the mixins share no
 state and no method names, so their order below does not matter. The store knows nothing of

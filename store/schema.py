@@ -89,6 +89,14 @@ MIGRATIONS: list[list[str]] = [
             key VARCHAR PRIMARY KEY, spec JSON, teacher VARCHAR, distance DOUBLE, layer_terms DOUBLE[],
             created TIMESTAMP)""",
     ],
+    [  # 5: a general content-keyed cache; the teacher scores move into it as namespace 'teacher'
+        """CREATE TABLE cache (
+            namespace VARCHAR, key VARCHAR, value JSON, created TIMESTAMP, PRIMARY KEY (namespace, key))""",
+        """INSERT INTO cache SELECT 'teacher', key,
+            json_object('distance', distance, 'layer_terms', layer_terms, 'spec', spec, 'teacher', teacher), created
+            FROM teacher_scores""",
+        "DROP TABLE teacher_scores",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -1,14 +1,18 @@
-"""The DuckDB store (a real file): schema, writer lock, idempotent writes, baselines, statistics."""
+"""The DuckDB store (a real file): schema, writer lock, idempotent writes, baselines, statistics,
+the content-keyed cache and its migration."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
+import duckdb
 import numpy as np
 import pytest
 
 from jndqa.store import SCHEMA_VERSION, Store, StoreBusyError, StoreError, compare_runs, holm
+from jndqa.store.schema import MIGRATIONS
 
 MODEL = {"model_id": "dpam-scratch-official", "model_version": "0.0.4", "protocol": "dense"}
 
@@ -100,6 +104,50 @@ def test_baseline_policy(store):
         store.accept("nope")
     assert [r["run_id"] for r in store.runs()] == ["r3", "r2", "r1"]
     assert [r["accepted"] for r in store.runs()] == [False, False, True]
+
+
+def test_cache_round_trip_is_exact_and_put_is_idempotent(store):
+    values = {"a": {"distance": 0.1 + 0.2, "layer_terms": [1e-300, 3.141592653589793, -0.0, 2.5e17]},
+              "b": [1, "two", None, {"x": True}], "c": 7.0}  # fmt: skip
+    assert store.cache_get("t", ["a"]) == {} and store.cache_get("t", []) == {}
+    store.cache_put("t", values)
+    assert store.cache_get("t", ["a", "b", "c", "missing"]) == values  # floats bit for bit: == on every one
+    assert store.cache_get("other", ["a"]) == {}  # namespaces do not mix
+    store.cache_put("t", {"a": "a later value", "d": 4})  # a stored key keeps its value; a new one is added
+    assert store.cache_get("t", ["a", "d"]) == {"a": values["a"], "d": 4}
+    store.cache_put("other", {"a": 1})
+    assert store.cache_get("other", ["a"]) == {"a": 1} and store.cache_get("t", ["a"])["a"] == values["a"]
+    with pytest.raises(StoreError, match=r"cache 't' key 'bad'.*not JSON"):
+        store.cache_put("t", {"e": 1.0, "bad": [float("nan")]})
+    assert store.cache_get("t", ["e", "bad"]) == {}  # nothing of a refused put is stored
+    many = {f"k{i}": [i / 7, i] for i in range(5000)}  # one bulk write, one bulk read
+    store.cache_put("bulk", many)
+    assert store.cache_get("bulk", many) == many
+
+
+def test_migration_moves_teacher_scores_into_the_cache(tmp_path):
+    # A version-4 database, as the released migrations 1-4 made it, with teacher scores and a model.
+    db = tmp_path / "v4.duckdb"
+    con = duckdb.connect(str(db))
+    for statement in (s for migration in MIGRATIONS[:4] for s in migration):
+        con.execute(statement)
+    con.execute("INSERT INTO meta VALUES ('schema_version', '4')")
+    spec = {"item": "ab12", "start": 100, "length": 88200, "family": "libopus", "level": 16.0, "seed": 3}
+    terms = [0.1 * k + 1 / 3 for k in range(14)]
+    con.execute("INSERT INTO teacher_scores VALUES ('k1', ?, 'dense:t', 0.30000000000000004, ?, now())",
+                [json.dumps(spec), terms])  # fmt: skip
+    con.execute("INSERT INTO teacher_scores VALUES ('k2', '{}', 'dense:t', 1e-300, [], now())")
+    con.execute("INSERT INTO models (version, model_id, kind, status) VALUES ('old', 'old', 'scratch', 'production')")
+    con.close()
+    store = Store(db)
+    assert store.schema_version() == SCHEMA_VERSION
+    got = store.cache_get("teacher", ["k1", "k2"])
+    assert got["k1"] == {"distance": 0.30000000000000004, "layer_terms": terms, "spec": spec, "teacher": "dense:t"}
+    assert got["k2"] == {"distance": 1e-300, "layer_terms": [], "spec": {}, "teacher": "dense:t"}
+    with store.connect() as c:
+        assert c.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'teacher_scores'"
+                         ).fetchone()[0] == 0  # fmt: skip
+    assert store.production_model()["version"] == "old"  # existing rows stay
 
 
 def test_holm_matches_hand_computation():
