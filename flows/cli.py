@@ -402,10 +402,11 @@ def cmd_models(args: argparse.Namespace) -> int:
     from jndqa.store import Store, StoreError
 
     try:
+        from jndqa.flows.retrain import official_registry_row
         from jndqa.flows.student import register_student
 
         store = Store(_db_path(args))
-        store.ensure_official()
+        store.ensure_model(official_registry_row())
         register_student(store)
         models = store.models()
     except StoreError as exc:

@@ -41,7 +41,7 @@ def resolve_model(name: str, store: Store | None = None, *, protocol: str = "den
     from jndqa.metric import MODELS
     from jndqa.metric import resolve_model as official
 
-    from .retrain import model_key
+    from .retrain import model_key, official_registry_row
 
     if protocol == "student":  # the committed student (metric/weights), whatever metric.model says
         import hashlib
@@ -56,7 +56,7 @@ def resolve_model(name: str, store: Store | None = None, *, protocol: str = "den
         return {"model_id": STUDENT_VERSION, "model_version": digest, "weights": None, "official": "scratch"}
     row = None
     if store is not None:
-        store.ensure_official()
+        store.ensure_model(official_registry_row())
         row = store.production_model() if name == "production" else store.model(name)
     elif name == "production":
         name = "scratch"

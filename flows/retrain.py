@@ -43,7 +43,7 @@ from prefect import flow
 
 from jndqa.datasets.corpus import file_sha256
 
-__all__ = ["RetrainSettings", "load_network", "retrain", "retrain_flow", "scheduled_retrain"]
+__all__ = ["RetrainSettings", "load_network", "official_registry_row", "retrain", "retrain_flow", "scheduled_retrain"]
 
 GOLDEN_BUCKETS = 5  # a reference is golden when its hash falls in bucket 0 of 5
 
@@ -64,6 +64,13 @@ class RetrainSettings:
     bootstrap: int = 1000
 
 
+def official_registry_row() -> dict:
+    """The registry row of the official DPAM release's scratch weights: the first production
+    model of a new store (``store.ensure_model(official_registry_row())``)."""
+    return {"version": "dpam-scratch-official", "model_id": "dpam-scratch-official", "kind": "scratch", "parent": None,
+            "reason": "the official DPAM release (dpam 0.0.4), scratch model"}  # fmt: skip
+
+
 def load_network(store, row: dict):
     """The :class:`jndqa.metric.DPAM` and calibrator of a registry row (the release's weights
     for the official model)."""
@@ -77,10 +84,9 @@ def load_network(store, row: dict):
 
 def model_key(row: dict) -> tuple[str, str]:
     """(model id, model version) stored with every score made with a registry model."""
-    from jndqa.store import OFFICIAL_VERSION
-
-    if row["version"] == OFFICIAL_VERSION:
-        return OFFICIAL_VERSION, "dpam-0.0.4"
+    official = official_registry_row()["version"]
+    if row["version"] == official:
+        return official, "dpam-0.0.4"
     return row["version"], (row.get("weights_sha256") or "")[:16]
 
 
@@ -145,7 +151,7 @@ def retrain(
     training_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     store.acquire_writer(f"retrain {training_id}")
     try:
-        store.ensure_official()
+        store.ensure_model(official_registry_row())
         files, file_failures = ingest(store, paths)
         for f in files:
             log(f"{f['file']}: {f['rows']} good rows ({f['new']} new), {f['quarantined']} quarantined")

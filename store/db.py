@@ -8,18 +8,18 @@
 
 Each mixin subclasses :class:`StoreBase` and uses only its connections; the mixins share no
 state and no method names, so their order below does not matter. The store knows nothing of
-audio: it keeps rows.
+audio, nor of which metric or model exists: it keeps the rows its callers give it.
 """
 
 from __future__ import annotations
 
 from .cache import CacheMixin
 from .judgments import JudgmentsMixin
-from .registry import MODEL_STATUSES, OFFICIAL_VERSION, RegistryMixin
+from .registry import MODEL_STATUSES, RegistryMixin
 from .runs import SCORE_KEY, RunsMixin
 from .schema import SCHEMA_VERSION, StoreBusyError, StoreError
 
-__all__ = ["MODEL_STATUSES", "OFFICIAL_VERSION", "SCHEMA_VERSION", "SCORE_KEY", "Store", "StoreBusyError", "StoreError"]
+__all__ = ["MODEL_STATUSES", "SCHEMA_VERSION", "SCORE_KEY", "Store", "StoreBusyError", "StoreError"]
 
 
 class Store(RunsMixin, RegistryMixin, JudgmentsMixin, CacheMixin):

@@ -1,4 +1,9 @@
-"""The model registry and training runs."""
+"""The model registry and training runs.
+
+The store knows no particular model: a caller seeds the registry with :meth:`RegistryMixin.ensure_model`
+(the flows pass the official release's row), and :meth:`RegistryMixin.production_model` is None
+until some model is production.
+"""
 
 from __future__ import annotations
 
@@ -8,51 +13,53 @@ from typing import Any
 
 from .schema import StoreBase, StoreError, _dicts, _now
 
-__all__ = ["MODEL_STATUSES", "OFFICIAL_VERSION", "RegistryMixin"]
+__all__ = ["MODEL_STATUSES", "RegistryMixin"]
 
-OFFICIAL_VERSION = "dpam-scratch-official"  # the release's scratch weights, the first production model
 MODEL_STATUSES = ("candidate", "production", "rejected", "retired", "available")
+_JSON_FIELDS = ("metrics", "calibration", "params")
 
 
 class RegistryMixin(StoreBase):
     """The ``models`` and ``trainings`` tables."""
 
-    def ensure_official(self) -> None:
-        """Register the release's scratch weights as the first production model (once)."""
+    def ensure_model(self, row: dict) -> None:
+        """Register ``row`` (a registry row: ``version``, ``model_id``, ``kind``, ``parent``,
+        ``reason``, optionally weights and JSON fields) once: a version already registered is left
+        as it is. The new row is ``production`` when no model is production yet, else ``retired``
+        (a seed that arrives after a promotion never displaces production)."""
+        if not row.get("version"):
+            raise StoreError(f"{self.path}: a registry row needs a 'version'; got {sorted(row)}")
+        row = _encoded({k: v for k, v in row.items() if k not in ("status", "created", "decided")})
         with self.transaction() as con:
-            if con.execute("SELECT count(*) FROM models WHERE version = ?", [OFFICIAL_VERSION]).fetchone()[0]:
+            if con.execute("SELECT count(*) FROM models WHERE version = ?", [row["version"]]).fetchone()[0]:
                 return
             has_production = con.execute("SELECT count(*) FROM models WHERE status = 'production'").fetchone()[0]
-            con.execute(
-                "INSERT INTO models (version, model_id, kind, parent, status, reason, created, decided) "
-                "VALUES (?, ?, 'scratch', NULL, ?, ?, ?, ?)",
-                [OFFICIAL_VERSION, OFFICIAL_VERSION, "retired" if has_production else "production",
-                 "the official DPAM release (dpam 0.0.4), scratch model", _now(), _now()],
-            )  # fmt: skip
+            row |= {"status": "retired" if has_production else "production", "created": _now(), "decided": _now()}
+            con.execute(f"INSERT INTO models ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})",
+                        list(row.values()))  # fmt: skip
 
     def models(self) -> list[dict]:
-        """The registry, newest first (read-only stores without a registry list the official model)."""
+        """The registry, newest first, its JSON fields (``metrics``, ``calibration``, ``params``) decoded."""
         with self.connect() as con:
             rows = _dicts(con.execute("SELECT * FROM models ORDER BY created DESC, version"))
         for r in rows:
-            for key in ("metrics", "calibration", "params"):
+            for key in _JSON_FIELDS:
                 r[key] = json.loads(r[key]) if r.get(key) else None
         return rows
 
     def model(self, version: str) -> dict | None:
         return next((m for m in self.models() if m["version"] == version), None)
 
-    def production_model(self) -> dict:
-        """The production model's registry row; the official weights when the registry is empty."""
+    def production_model(self) -> dict | None:
+        """The production model's registry row; None while no model is production (a store never
+        seeded with :meth:`ensure_model`)."""
         prod = [m for m in self.models() if m["status"] == "production"]
-        if prod:
-            return prod[0]
-        return {"version": OFFICIAL_VERSION, "model_id": OFFICIAL_VERSION, "kind": "scratch", "status": "production",
-                "weights": None, "weights_sha256": None, "calibration": None, "parent": None}  # fmt: skip
+        return prod[0] if prod else None
 
     def model_weights(self, row: dict) -> Path | None:
         """A registry row's weights file (stored relative to the database's folder, so a store
-        moves with its models); None for the release's weights."""
+        moves with its models); None for a row without a weights file (weights the caller knows by name,
+        such as a release's)."""
         return self.path.parent / row["weights"] if row.get("weights") else None
 
     def add_model(self, row: dict, status: str = "candidate") -> None:
@@ -60,10 +67,7 @@ class RegistryMixin(StoreBase):
         a model selectable by name that is never production (the dense student)."""
         if status not in ("candidate", "available"):
             raise StoreError(f"a model is registered as a candidate or available, not {status!r}")
-        row = {**row, "status": status, "created": _now()}
-        for key in ("metrics", "calibration", "params"):
-            if row.get(key) is not None and not isinstance(row[key], str):
-                row[key] = json.dumps(row[key])
+        row = _encoded({**row, "status": status, "created": _now()})
         cols = ", ".join(row)
         with self.transaction() as con:
             con.execute(f"INSERT INTO models ({cols}) VALUES ({', '.join('?' for _ in row)})", list(row.values()))
@@ -107,3 +111,12 @@ class RegistryMixin(StoreBase):
     def trainings(self) -> list[dict]:
         with self.connect() as con:
             return _dicts(con.execute("SELECT * FROM trainings ORDER BY started DESC"))
+
+
+def _encoded(row: dict) -> dict:
+    """``row`` with its JSON fields as JSON text."""
+    row = dict(row)
+    for key in _JSON_FIELDS:
+        if row.get(key) is not None and not isinstance(row[key], str):
+            row[key] = json.dumps(row[key])
+    return row

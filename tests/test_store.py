@@ -1,5 +1,5 @@
 """The DuckDB store (a real file): schema, writer lock, idempotent writes, baselines, statistics,
-the content-keyed cache and its migration."""
+the model registry's seed, the content-keyed cache and its migration."""
 
 from __future__ import annotations
 
@@ -106,6 +106,29 @@ def test_baseline_policy(store):
     assert [r["accepted"] for r in store.runs()] == [False, False, True]
 
 
+SEED = {"version": "seed-v1", "model_id": "seed-v1", "kind": "scratch", "parent": None, "reason": "the seed"}
+
+
+def test_ensure_model_seeds_production_once(store):
+    assert store.production_model() is None and store.models() == []  # the store knows no model by itself
+    store.ensure_model(SEED)
+    store.ensure_model({**SEED, "reason": "a second call changes nothing"})
+    (row,) = store.models()
+    assert row["version"] == "seed-v1" and row["status"] == "production" and row["reason"] == "the seed"
+    assert store.production_model()["version"] == "seed-v1" and store.model_weights(row) is None
+    # Once a candidate is promoted, a seed registered later is retired, never production.
+    store.add_model({"version": "cand", "model_id": "cand", "kind": "scratch", "parent": "seed-v1",
+                     "weights": "models/cand.safetensors", "metrics": {"accuracy": 0.8}})  # fmt: skip
+    store.decide_model("cand", "production", "better on held-out data")
+    store.ensure_model({**SEED, "version": "seed-v2", "model_id": "seed-v2"})
+    status = {m["version"]: m["status"] for m in store.models()}
+    assert status == {"seed-v1": "retired", "cand": "production", "seed-v2": "retired"}
+    assert store.production_model()["metrics"] == {"accuracy": 0.8}
+    assert store.model_weights(store.production_model()) == store.path.parent / "models" / "cand.safetensors"
+    with pytest.raises(StoreError, match="needs a 'version'"):
+        store.ensure_model({"model_id": "x"})
+
+
 def test_cache_round_trip_is_exact_and_put_is_idempotent(store):
     values = {"a": {"distance": 0.1 + 0.2, "layer_terms": [1e-300, 3.141592653589793, -0.0, 2.5e17]},
               "b": [1, "two", None, {"x": True}], "c": 7.0}  # fmt: skip
@@ -147,7 +170,8 @@ def test_migration_moves_teacher_scores_into_the_cache(tmp_path):
     with store.connect() as c:
         assert c.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'teacher_scores'"
                          ).fetchone()[0] == 0  # fmt: skip
-    assert store.production_model()["version"] == "old"  # existing rows stay
+    store.ensure_model(SEED)  # existing rows stay: the old production model keeps its status
+    assert store.production_model()["version"] == "old" and store.model("seed-v1")["status"] == "retired"
 
 
 def test_holm_matches_hand_computation():
