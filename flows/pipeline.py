@@ -10,7 +10,6 @@ completes only the rest.
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time
@@ -359,8 +358,7 @@ class Night:
         self.item_failures: list[dict] = []
 
     def _mark_stale_runs(self) -> None:
-        with self.store.transaction() as con:
-            con.execute("UPDATE runs SET status = 'killed' WHERE status = 'running'")
+        self.store.mark_stale_runs()
 
     def _plan(self, base_dir: str | None) -> tuple[list[dict], list[tuple]]:
         """Work units for items with missing keys, and the keys reused from the store."""
@@ -471,8 +469,7 @@ class Night:
             "report": report,
             "seconds": round(time.perf_counter() - self.started, 3),
         }
-        with self.store.transaction() as con:
-            con.execute("UPDATE runs SET baseline_run = ? WHERE run_id = ?", [baseline, self.run_id])
+        self.store.set_run_baseline(self.run_id, baseline)
         self.store.finish_run(self.run_id, status, summary)
         return summary
 
@@ -508,8 +505,7 @@ class Night:
         except Exception as exc:  # the night's results are stored; say why there is no report
             summary["report"] = None
             summary["report_error"] = f"{type(exc).__name__}: {exc}"
-        with self.store.transaction() as con:
-            con.execute("UPDATE runs SET summary = ? WHERE run_id = ?", [json.dumps(summary), self.run_id])
+        self.store.set_run_summary(self.run_id, summary)
         return summary
 
     def close(self) -> None:

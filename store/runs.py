@@ -39,6 +39,22 @@ class RunsMixin(StoreBase):
                 [_now(), status, json.dumps(summary) if summary is not None else None, run_id],
             )
 
+    def mark_stale_runs(self) -> int:
+        """Mark every run still ``running`` as ``killed``; returns how many. Only the holder of the
+        writer lock calls this: no other run can be alive then."""
+        with self.transaction() as con:
+            return con.execute("UPDATE runs SET status = 'killed' WHERE status = 'running'").fetchone()[0]
+
+    def set_run_baseline(self, run_id: str, baseline: str | None) -> None:
+        """Record the run ``run_id`` was compared with (None: none)."""
+        with self.transaction() as con:
+            con.execute("UPDATE runs SET baseline_run = ? WHERE run_id = ?", [baseline, run_id])
+
+    def set_run_summary(self, run_id: str, summary: dict) -> None:
+        """Replace a run's stored summary (JSON)."""
+        with self.transaction() as con:
+            con.execute("UPDATE runs SET summary = ? WHERE run_id = ?", [json.dumps(summary), run_id])
+
     def runs(self) -> list[dict]:
         """All runs, newest first, with whether each was accepted as a baseline."""
         with self.connect() as con:

@@ -106,6 +106,21 @@ def test_baseline_policy(store):
     assert [r["accepted"] for r in store.runs()] == [False, False, True]
 
 
+def test_run_status_baseline_and_summary_updates(store):
+    store.begin_run("r1", **MODEL)
+    store.finish_run("r1", "passed", {"verdict": "passed"})
+    store.begin_run("r2", **MODEL)
+    store.begin_run("r3", **MODEL)
+    assert store.mark_stale_runs() == 2  # r2 and r3 were left running: their process died
+    assert [store.run(r)["status"] for r in ("r1", "r2", "r3")] == ["passed", "killed", "killed"]
+    assert store.mark_stale_runs() == 0
+    store.set_run_baseline("r2", "r1")
+    store.set_run_summary("r2", {"report": None, "report_error": "OSError: disk full"})
+    assert store.run("r2")["baseline_run"] == "r1" and store.run("r1")["baseline_run"] is None
+    assert json.loads(store.run("r2")["summary"]) == {"report": None, "report_error": "OSError: disk full"}
+    assert json.loads(store.run("r1")["summary"]) == {"verdict": "passed"}
+
+
 SEED = {"version": "seed-v1", "model_id": "seed-v1", "kind": "scratch", "parent": None, "reason": "the seed"}
 
 
