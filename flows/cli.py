@@ -73,39 +73,6 @@ def _read_pairs_file(path: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def align_pair(ref, test, *, windowed: bool):
-    """``test`` aligned to ``ref`` (both as the metric reads them: 22,050 Hz, ``[L]`` or ``[L, C]``):
-    returns (the test shifted by the offset found and cut or zero-padded to the reference's length
-    (the caller checks that length against its tolerance),
-    (offset in samples at 22,050 Hz, method)). The offset is searched ±1 s by cross-correlation of the
-    samples (method "samples"), else of the envelopes ("envelope": a resynthesising codec), which a
-    windowed protocol refuses (ValueError saying why; ``--no-align`` scores the files as they are)."""
-    import numpy as np
-
-    from jndqa.metric import MODEL_RATE
-    from jndqa.variants import AlignmentFailed
-    from jndqa.variants.align import apply_offset, find_envelope_offset, find_offset
-
-    r = ref.reshape(len(ref), -1).astype(np.float32)
-    t = test.reshape(len(test), -1).astype(np.float32)
-    if r.shape[1] != t.shape[1]:
-        return test, (0, "none")  # the channel check says what to do
-    try:
-        a = find_offset(r, t, MODEL_RATE, max_lag=MODEL_RATE, min_correlation=0.5)
-    except AlignmentFailed as exc:
-        try:
-            a = find_envelope_offset(r, t, MODEL_RATE)
-        except AlignmentFailed as env_exc:
-            raise ValueError(f"cannot align the test to its reference ({exc.reason}; by envelope: "
-                             f"{env_exc.reason}); --no-align scores the files as they are") from None  # fmt: skip
-        if windowed:
-            raise ValueError(f"the test follows its reference only in its envelope (correlation {a.correlation:.3f}, "
-                             "a resynthesising codec?), not sample for sample as this protocol needs; use "
-                             "--protocol official or --no-align") from None  # fmt: skip
-    aligned = apply_offset(t, a.offset, len(r))
-    return (aligned[:, 0] if test.ndim == 1 else aligned), (a.offset, a.method)
-
-
 def score_files(
     pairs: Sequence[tuple[Path, Path]],
     model: str,
@@ -118,10 +85,12 @@ def score_files(
 ) -> tuple[dict, list[dict]]:
     """Score file pairs; returns (summary object, failures). Each reference is loaded once and
     reused against all of its tests. ``align``: each test is first aligned to its reference
-    (:func:`align_pair`: a codec's delay removed, the length made the reference's) and the offset
+    (:func:`jndqa.flows.pairing.align_pair`: a codec's delay removed, the length made the reference's) and the offset
     applied is reported. A bad file or pair is a failure with its reason; the other pairs are
     scored."""
-    from jndqa.metric import AudioLoadError, ModelRef, load_audio
+    from jndqa.metric import MODEL_RATE, AudioLoadError, ModelRef, load_audio
+
+    from .pairing import align_pair
 
     scorer = scorer or ModelRef.for_protocol(model, protocol, length_tolerance=length_tolerance).scorer()
     mono = scorer.rule.mono or downmix
@@ -156,8 +125,10 @@ def score_files(
                 try:
                     length = len(samples)  # what the test holds once its offset is removed
                     if align:
-                        samples, offsets[i] = align_pair(ref.samples, samples, windowed=scorer.rule.windowed)
-                        length -= offsets[i][0]
+                        samples, offset, method = align_pair(ref.samples, samples, MODEL_RATE,
+                                                             samples_only=scorer.rule.windowed)  # fmt: skip
+                        offsets[i] = (offset, method)
+                        length -= offset
                     channels = 1 if samples.ndim == 1 else samples.shape[1]
                     scorer.check_pair(len(ref.samples), ref.channels, length, channels)
                     tests[i] = samples
