@@ -31,6 +31,7 @@ examples:
   jndqa report --db out/jndqa.duckdb           HTML pages of the newest run, its items and all runs
   jndqa retrain judgments.csv --db out/jndqa.duckdb   train a candidate metric; promote it if better
   jndqa models --db out/jndqa.duckdb           the model registry
+  jndqa agree ratings.csv --metrics dpam,zimtohrli --out out   agreement of metrics with listeners
 """
 
 
@@ -362,6 +363,49 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------- agree
+def cmd_agree(args: argparse.Namespace) -> int:
+    from jndqa.store import StoreError
+
+    from .agree import AgreeError, agree
+
+    missing = [p for p in args.ratings if not Path(p).is_file()]
+    if missing:
+        _err(f"no such ratings file: {', '.join(missing)}")
+        return EXIT_BAD_INPUT
+    names = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    options = {"dpam": {"protocol": args.protocol}}
+    try:
+        summary = agree(args.ratings, metrics=names, metric_options=options, db=args.db, out=args.out,
+                        align=not args.no_align, scale=args.scale, config=args.config, n_boot=args.bootstrap,
+                        log=(lambda _: None) if args.json else None)  # fmt: skip
+    except (AgreeError, StoreError) as exc:
+        _err(str(exc))
+        return EXIT_BAD_INPUT
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{summary['stimuli']} stimuli, {summary['items']} items, {summary['conditions']} conditions, "
+              f"{summary['listeners']} listeners ({summary['scale']}); {summary['quarantined']} quarantined")  # fmt: skip
+        print(f"  {'metric':24s} {'stimulus':>9s} {'95% CI':>17s} {'within':>8s} {'system':>8s} {'s/stim':>8s}")
+        for m in summary["metrics"]:
+
+            def f(x):
+                return "     n/a" if x is None else f"{x:+8.3f}"
+
+            ci = m.get("stimulus_spearman_ci") or [None, None]
+            ci_text = "" if ci[0] is None else f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
+            name = m["metric"] + (f" ({m['protocol']})" if m.get("protocol") else "")
+            within, system = f(m.get("within_item_spearman")), f(m.get("system_spearman"))
+            print(f"  {name[:24]:24s} {f(m.get('stimulus_spearman')):>9s} {ci_text:>17s} {within} {system} "
+                  f"{m['seconds_per_stimulus']:8.3f}")  # fmt: skip
+        for f_ in summary["failures"]:
+            print(f"  FAILED {f_.get('metric') or f_.get('file') or ''} {f_.get('test') or ''}: {f_['reason']}")
+        if summary.get("page"):
+            print(f"page: {summary['page']}")
+    return EXIT_PARTIAL if summary["failures"] or summary["quarantined"] else EXIT_OK
+
+
 # ------------------------------------------------------------------- retrain
 def _have_release() -> bool:
     """Whether the official release is set up; says what to do when it is not."""
@@ -582,6 +626,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of splits and training (0)")
     p.add_argument("--json", action="store_true", help="print the training summary as one JSON object on stdout")
     p.set_defaults(func=cmd_retrain)
+
+    p = sub.add_parser(
+        "agree",
+        help="how well each metric agrees with the listeners of a listening test",
+        description="Read rating files (the canonical CSV ref,test,score[,listener,item,condition,scale]; "
+        "webMUSHRA results with --config; JND lists and judgment CSVs), quarantine bad rows and listeners who "
+        "fail the ITU-R BS.1534-3 post-screening, average each stimulus over listeners, score every stimulus "
+        "with every metric (each test aligned to its reference first), and report stimulus-level "
+        "Spearman/Pearson/Kendall, within-item and system-level Spearman with bootstrap 95 %% intervals "
+        "(resampling items), signed so that +1 means agreement. Exit 0 done, 2 bad usage or no usable "
+        "ratings, 3 done but some rows, files or pairs failed.",
+        epilog="examples:\n  jndqa agree ratings.csv --metrics dpam,zimtohrli,visqol,pesq --out out\n"
+        "  jndqa agree results/mushra.csv --config configs/test.yaml --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("ratings", nargs="+", help="rating files")
+    p.add_argument("--metrics", default="dpam", help="comma-separated metric names (default dpam; installed peers: "
+                   "`pip install 'jndqa[peers]'`)")  # fmt: skip
+    p.add_argument("--protocol", default="dense", choices=["dense", "official", "student"],
+                   help="DPAM's protocol (default dense)")  # fmt: skip
+    p.add_argument("--db", help="also store the ratings in this DuckDB file")
+    p.add_argument("--out", help="write the HTML page to OUT/agree/index.html")
+    p.add_argument("--scale", choices=["mushra", "mos", "jnd", "preference"],
+                   help="the scale of rating files without a scale column")  # fmt: skip
+    p.add_argument("--config", help="the webMUSHRA test config (YAML) of a webMUSHRA results file")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (1000)")
+    p.add_argument("--no-align", action="store_true", help="score the files as they are")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(func=cmd_agree)
 
     p = sub.add_parser("models", help="list the model registry (production, candidates, rejected)")
     p.add_argument("--db", help="DuckDB file (default: out/jndqa.duckdb)")

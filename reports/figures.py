@@ -24,6 +24,7 @@ __all__ = [
     "codec_family",
     "distance_distribution",
     "heatmap",
+    "layout",
     "mean_ci",
     "plotly_text",
     "rate_quality",
@@ -48,7 +49,8 @@ def plotly_text(s: object) -> str:
     return str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _layout(**kw) -> dict:
+def layout(**kw) -> dict:
+    """The reports' common Plotly layout, updated with ``kw``."""
     out = {**BASE_LAYOUT}
     out.update(kw)
     return out
@@ -151,7 +153,7 @@ def rate_quality(curves: list[dict]) -> dict:
         )
     return {
         "data": data,
-        "layout": _layout(
+        "layout": layout(
             xaxis={"title": {"text": "bitrate (kbit/s)"}, "type": "log"},
             yaxis={"title": {"text": "mean DPAM distance"}, "rangemode": "tozero"},
             height=420,
@@ -184,7 +186,7 @@ def heatmap(items: list[str], variants: list[str], z: list[list[float | None]], 
                 "ygap": 1,
             }
         ],
-        "layout": _layout(
+        "layout": layout(
             height=height,
             margin={"l": 220, "r": 20, "t": 20, "b": 100},
             yaxis={"autorange": "reversed", "automargin": True, "type": "category"},
@@ -220,7 +222,7 @@ def distance_distribution(series: list[dict]) -> dict:
         seen.add(s["group"])
     return {
         "data": data,
-        "layout": _layout(
+        "layout": layout(
             boxmode="group",
             height=360,
             yaxis={"title": {"text": "DPAM distance"}, "rangemode": "tozero"},
@@ -254,7 +256,7 @@ def trend(points: list[dict], links: dict[str, str]) -> dict:
         )
     return {
         "data": data,
-        "layout": _layout(
+        "layout": layout(
             height=380,
             xaxis={"title": {"text": "night"}, "type": "date"},
             yaxis={"title": {"text": "mean DPAM distance"}, "rangemode": "tozero"},
@@ -314,7 +316,7 @@ def window_strip(
         )
     return {
         "data": data,
-        "layout": _layout(
+        "layout": layout(
             height=220,
             margin={"l": 60, "r": 20, "t": 10, "b": 40},
             xaxis={"title": {"text": "time (s)"}, "rangemode": "tozero"},
@@ -344,7 +346,7 @@ def spectrogram_difference(times: np.ndarray, freqs_khz: np.ndarray, diff_db: np
                 "hovertemplate": "%{x:.2f} s, %{y:.2f} kHz<br>variant − reference: %{z:+.1f} dB<extra></extra>",
             }
         ],
-        "layout": _layout(
+        "layout": layout(
             height=300,
             margin={"l": 60, "r": 20, "t": 10, "b": 40},
             xaxis={"title": {"text": "time (s)"}},
