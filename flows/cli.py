@@ -73,6 +73,39 @@ def _read_pairs_file(path: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
+def align_pair(ref, test, *, windowed: bool):
+    """``test`` aligned to ``ref`` (both as the metric reads them: 22,050 Hz, ``[L]`` or ``[L, C]``):
+    returns (the test shifted by the offset found and cut or zero-padded to the reference's length
+    (the caller checks that length against its tolerance),
+    (offset in samples at 22,050 Hz, method)). The offset is searched ±1 s by cross-correlation of the
+    samples (method "samples"), else of the envelopes ("envelope": a resynthesising codec), which a
+    windowed protocol refuses (ValueError saying why; ``--no-align`` scores the files as they are)."""
+    import numpy as np
+
+    from jndqa.metric import MODEL_RATE
+    from jndqa.variants import AlignmentFailed
+    from jndqa.variants.align import apply_offset, find_envelope_offset, find_offset
+
+    r = ref.reshape(len(ref), -1).astype(np.float32)
+    t = test.reshape(len(test), -1).astype(np.float32)
+    if r.shape[1] != t.shape[1]:
+        return test, (0, "none")  # the channel check says what to do
+    try:
+        a = find_offset(r, t, MODEL_RATE, max_lag=MODEL_RATE, min_correlation=0.5)
+    except AlignmentFailed as exc:
+        try:
+            a = find_envelope_offset(r, t, MODEL_RATE)
+        except AlignmentFailed as env_exc:
+            raise ValueError(f"cannot align the test to its reference ({exc.reason}; by envelope: "
+                             f"{env_exc.reason}); --no-align scores the files as they are") from None  # fmt: skip
+        if windowed:
+            raise ValueError(f"the test follows its reference only in its envelope (correlation {a.correlation:.3f}, "
+                             "a resynthesising codec?), not sample for sample as this protocol needs; use "
+                             "--protocol official or --no-align") from None  # fmt: skip
+    aligned = apply_offset(t, a.offset, len(r))
+    return (aligned[:, 0] if test.ndim == 1 else aligned), (a.offset, a.method)
+
+
 def score_files(
     pairs: Sequence[tuple[Path, Path]],
     model: str,
@@ -81,10 +114,13 @@ def score_files(
     downmix: bool = False,
     scorer=None,
     length_tolerance: int = 1024,
+    align: bool = True,
 ) -> tuple[dict, list[dict]]:
     """Score file pairs; returns (summary object, failures). Each reference is loaded once and
-    reused against all of its tests. A bad file or pair is a failure with its reason; the
-    other pairs are scored."""
+    reused against all of its tests. ``align``: each test is first aligned to its reference
+    (:func:`align_pair`: a codec's delay removed, the length made the reference's) and the offset
+    applied is reported. A bad file or pair is a failure with its reason; the other pairs are
+    scored."""
     from jndqa.metric import AudioLoadError, ModelRef, load_audio
 
     scorer = scorer or ModelRef.for_protocol(model, protocol, length_tolerance=length_tolerance).scorer()
@@ -111,13 +147,20 @@ def score_files(
         by_ref.setdefault(ref, []).append(i)
     for ref_path, idx in by_ref.items():
         ref = load(ref_path)
-        good = []
+        good, tests, offsets = [], {}, {}
         for i in idx:
             test = load(pairs[i][1])
             reason = next((str(x) for x in (ref, test) if isinstance(x, AudioLoadError)), None)
             if reason is None:
+                samples = test.samples
                 try:
-                    scorer.check_pair(len(ref.samples), ref.channels, len(test.samples), test.channels)
+                    length = len(samples)  # what the test holds once its offset is removed
+                    if align:
+                        samples, offsets[i] = align_pair(ref.samples, samples, windowed=scorer.rule.windowed)
+                        length -= offsets[i][0]
+                    channels = 1 if samples.ndim == 1 else samples.shape[1]
+                    scorer.check_pair(len(ref.samples), ref.channels, length, channels)
+                    tests[i] = samples
                 except ValueError as exc:
                     reason = f"{pairs[i][1]}: {exc}"
             if reason is not None:
@@ -129,9 +172,7 @@ def score_files(
         if not good:
             continue
         reference = scorer.reference(ref.samples)
-        scores = scorer.score_reference(
-            reference, [load(pairs[i][1]).samples for i in good], progress=bar.update if bar else None
-        )
+        scores = scorer.score_reference(reference, [tests[i] for i in good], progress=bar.update if bar else None)
         for i, s in zip(good, scores, strict=True):
             test = load(pairs[i][1])
             row = {
@@ -142,6 +183,8 @@ def score_files(
                 "p_jnd_calibrated": s.p_jnd_calibrated,
                 "resampler": ref.resampler or test.resampler,
             }
+            if i in offsets:
+                row["offset_samples"], row["alignment"] = offsets[i]
             if s.channels is not None:
                 row["channels"] = s.channels
                 row["worst_channel"] = s.worst_channel
@@ -186,6 +229,7 @@ def cmd_score(args: argparse.Namespace) -> int:
             progress=not args.json and len(pairs) > 1 and sys.stderr.isatty(),
             downmix=args.downmix,
             length_tolerance=args.length_tolerance,
+            align=not args.no_align,
         )
     except ReleaseNotFoundError as exc:
         _err(str(exc))
@@ -207,6 +251,8 @@ def cmd_score(args: argparse.Namespace) -> int:
             if len(r.get("windows", [])) > 1:
                 worst = max(r["windows"], key=lambda w: w["distance"])
                 extra += f"  worst window {worst['start']:.1f}-{worst['end']:.1f} s ({worst['distance']:.4f})"
+            if r.get("offset_samples"):
+                extra += f"  aligned by {r['offset_samples']} samples ({r['alignment']})"
             print(f"{r['distance']:10.6f}  p_jnd {p}  {r['ref']}  {r['test']}{extra}")
         if summary["results"] and not summary["results"][0]["p_jnd_calibrated"]:
             print("(p_jnd: the release's head, not calibrated for this protocol)", file=sys.stderr)
@@ -455,7 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "score",
         help="DPAM distance between audio files",
-        description="Score REF against TEST (any rate: resampled to 22,050 Hz with soxr HQ). "
+        description="Score REF against TEST (any rate: resampled to 22,050 Hz with soxr HQ). Each TEST is "
+        "first aligned to its REF (a codec's delay removed, searched within 1 s; the offset is reported). "
         "dense (default): channels scored one by one, the worst is the distance; signals must be "
         "aligned (lengths within 1024 samples); per-window distances under 'windows' in --json. "
         "official: mixed to mono, the shorter file zero-padded at its start, as in the release.",
@@ -488,6 +535,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=1024,
         metavar="SAMPLES",
         help="dense: how many samples (at 22,050 Hz) the lengths may differ by; the longer is trimmed (default 1024)",
+    )
+    p.add_argument(
+        "--no-align",
+        action="store_true",
+        help="score the files as they are (default: each test is aligned to its reference first, a codec's "
+        "delay removed; the offset is reported)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=cmd_score)

@@ -18,7 +18,7 @@ OFFICIAL = ModelRef.official("scratch")  # the first production model of every s
 
 def seed_registry(store: Store) -> None:
     """Register the release's scratch weights as the store's first production model (once)."""
-    store.ensure_official()
+    store.ensure_model(OFFICIAL.registry_row())
 
 
 def model_from_row(store: Store, row: dict, *, protocol: str = "dense", **settings: Any) -> ModelRef:

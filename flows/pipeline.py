@@ -10,7 +10,6 @@ completes only the rest.
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time
@@ -396,8 +395,7 @@ class Night:
 
         plan, cfg = self.plan, self.cfg
         model_id, model_version, protocol = plan.model.key
-        with self.store.transaction() as con:
-            con.execute("UPDATE runs SET status = 'killed' WHERE status = 'running'")
+        self.store.mark_stale_runs()
         self.store.begin_run(plan.run_id, config_hash=cfg.config_hash(), config=cfg.model_dump(mode="json"),
                              model_id=model_id, model_version=model_version, protocol=protocol,
                              tool_versions=tool_versions(cfg.ffmpeg), host=socket.gethostname())  # fmt: skip
@@ -481,8 +479,7 @@ class Night:
             "report": report,
             "seconds": round(time.perf_counter() - self.started, 3),
         }
-        with self.store.transaction() as con:
-            con.execute("UPDATE runs SET baseline_run = ? WHERE run_id = ?", [baseline, self.run_id])
+        self.store.set_run_baseline(self.run_id, baseline)
         self.store.finish_run(self.run_id, str(status), summary)
         return summary
 
@@ -520,8 +517,7 @@ class Night:
         except Exception as exc:  # the night's results are stored; say why there is no report
             summary["report"] = None
             summary["report_error"] = f"{type(exc).__name__}: {exc}"
-        with self.store.transaction() as con:
-            con.execute("UPDATE runs SET summary = ? WHERE run_id = ?", [json.dumps(summary), self.run_id])
+        self.store.set_run_summary(self.run_id, summary)
         return summary
 
     def close(self) -> None:

@@ -10,7 +10,7 @@ families and the codec matrix:
 - MP3, AAC, Opus and Vorbis through ffmpeg (:mod:`jndqa.variants`) at ladders of bitrates.
 
 A pair's spec (item sha256, start, length, family, level, seed) regenerates its audio exactly.
-The teacher's score of a pair is cached in the store (``teacher_scores``), keyed by the sha256 of
+The teacher's score of a pair is cached in the store (namespace ``teacher``), keyed by the sha256 of
 the reference and test samples and the teacher's id: the dense protocol costs about a second per
 4 s pair on two cores, so a second run of the script reuses every score it has.
 """
@@ -156,18 +156,19 @@ def teacher_scores(store, specs: list[PairSpec], *, progress=None, ffmpeg: str |
             audio_cache[spec0.path] = _item_audio(spec0.path)
         pairs = [render_pair(specs[i], audio_cache[spec0.path], ffmpeg) for i in idx]
         keys = [hashlib.sha256(f"{_sha(r)}:{_sha(t)}:{TEACHER_ID}".encode()).hexdigest() for r, t in pairs]
-        known = store.teacher_scores(keys)
+        known = store.cache_get("teacher", keys)
         todo = [k for k, key in enumerate(keys) if key not in known]
         if todo:
             if scorer is None:
                 scorer = DPAMScorer("scratch", "dense")
             reference = scorer.reference(pairs[0][0])
             scored = scorer.score_reference(reference, [pairs[k][1] for k in todo])
-            store.add_teacher_scores([
-                {"key": keys[k], "spec": asdict(specs[idx[k]]), "teacher": TEACHER_ID, "distance": sc.distance,
-                 "layer_terms": sc.layer_terms} for k, sc in zip(todo, scored, strict=True)
-            ])  # fmt: skip
-            known = store.teacher_scores(keys)
+            store.cache_put("teacher", {
+                keys[k]: {"distance": float(sc.distance), "layer_terms": [float(v) for v in sc.layer_terms],
+                          "spec": asdict(specs[idx[k]]), "teacher": TEACHER_ID}
+                for k, sc in zip(todo, scored, strict=True)
+            })  # fmt: skip
+            known = store.cache_get("teacher", keys)
         for k, i in enumerate(idx):
             results[i] = (pairs[k][0], pairs[k][1], known[keys[k]]["distance"], known[keys[k]]["layer_terms"], keys[k])
         done += len(idx)

@@ -19,18 +19,20 @@ Metrics (:data:`METRICS`):
   ``b/10 <= p < (b+1)/10`` (the last bin includes 1.0), and
   ``ECE = sum_b (n_b / N) |mean(p in b) - mean(label in b)|``.
 
-Confidence intervals are percentile bootstrap intervals, seeded (numpy
-``default_rng(seed)``), ``n_boot`` resamples; replicates where a metric is
-undefined (AUC with one class) are left out of its interval.
+Confidence intervals are percentile bootstrap intervals (:func:`jndqa.stats.bootstrap`),
+seeded, ``n_boot`` resamples of pairs or of groups, all metrics from the same resamples;
+replicates where a metric is undefined (AUC with one class) are left out of its interval.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+
+from jndqa.stats import bootstrap
 
 __all__ = [
     "ECE_BINS",
@@ -44,7 +46,6 @@ __all__ = [
     "PairedDifference",
     "Reliability",
     "accuracy",
-    "bootstrap_indices",
     "compare",
     "evaluate",
     "expected_calibration_error",
@@ -187,24 +188,6 @@ def _all_metrics(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
     }
 
 
-# ---------------------------------------------------------------------- bootstrap
-def bootstrap_indices(
-    n: int, groups: Sequence[Any] | np.ndarray | None, n_boot: int, rng: np.random.Generator
-) -> list[np.ndarray]:
-    """``n_boot`` resamples of ``range(n)``: pairs drawn with replacement, or, when ``groups``
-    is given, whole groups drawn with replacement (each drawn group brings all its pairs)."""
-    if groups is None:
-        return [rng.integers(0, n, n) for _ in range(n_boot)]
-    _, inverse = np.unique(np.asarray(groups), return_inverse=True)
-    n_groups = int(inverse.max()) + 1
-    arange = np.arange(n)
-    out = []
-    for _ in range(n_boot):
-        times = np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups)
-        out.append(np.repeat(arange, times[inverse]))
-    return out
-
-
 @dataclass
 class Estimate:
     """A point estimate with its bootstrap interval ``[low, high]`` (NaN when undefined)."""
@@ -217,13 +200,23 @@ class Estimate:
         return asdict(self)
 
 
-def _interval(samples: list[float], level: float) -> tuple[float, float]:
-    a = np.asarray(samples, dtype=np.float64)
-    a = a[np.isfinite(a)]
-    if a.size == 0:
-        return float("nan"), float("nan")
-    lo, hi = np.percentile(a, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
-    return float(lo), float(hi)
+def _intervals(
+    metrics: Callable[[np.ndarray], dict[str, float]],
+    n: int,
+    groups: np.ndarray | None,
+    n_boot: int,
+    level: float,
+    seed: int,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Bootstrap intervals of every metric of :data:`METRICS` from the same resamples (of pairs,
+    or of whole groups); ``low`` and ``high`` by metric name."""
+
+    def values(idx: np.ndarray) -> list[float]:
+        d = metrics(idx)
+        return [d[m] for m in METRICS]
+
+    low, high = bootstrap(values, n, groups=groups, n_boot=n_boot, level=level, seed=seed, omit_undefined=True)
+    return dict(zip(METRICS, map(float, low), strict=True)), dict(zip(METRICS, map(float, high), strict=True))
 
 
 @dataclass
@@ -268,11 +261,8 @@ def evaluate(
     p, y, g = _check(p, labels, groups)
     _check_boot(n_boot, level)
     point = _all_metrics(p, y)
-    reps: dict[str, list[float]] = {m: [] for m in METRICS}
-    for idx in bootstrap_indices(p.size, g, n_boot, np.random.default_rng(seed)):
-        for m, v in _all_metrics(p[idx], y[idx]).items():
-            reps[m].append(v)
-    est = {m: Estimate(point[m], *_interval(reps[m], level)) for m in METRICS}
+    low, high = _intervals(lambda idx: _all_metrics(p[idx], y[idx]), p.size, g, n_boot, level, seed)
+    est = {m: Estimate(point[m], low[m], high[m]) for m in METRICS}
     return Evaluation(
         n=int(p.size),
         positives=int(y.sum()),
@@ -330,13 +320,14 @@ def compare(
     pp, _, _ = _check(production, labels)
     _check_boot(n_boot, level)
     mc, mp = _all_metrics(pc, y), _all_metrics(pp, y)
-    reps: dict[str, list[float]] = {m: [] for m in METRICS}
-    for idx in bootstrap_indices(pc.size, g, n_boot, np.random.default_rng(seed)):
+
+    def difference(idx: np.ndarray) -> dict[str, float]:
         a, b = _all_metrics(pc[idx], y[idx]), _all_metrics(pp[idx], y[idx])
-        for m in METRICS:
-            reps[m].append(a[m] - b[m])
+        return {m: a[m] - b[m] for m in METRICS}
+
+    low, high = _intervals(difference, pc.size, g, n_boot, level, seed)
     metrics = {
-        m: PairedDifference(mc[m], mp[m], Estimate(mc[m] - mp[m], *_interval(reps[m], level)), HIGHER_IS_BETTER[m])
+        m: PairedDifference(mc[m], mp[m], Estimate(mc[m] - mp[m], low[m], high[m]), HIGHER_IS_BETTER[m])
         for m in METRICS
     }
     return Comparison(int(pc.size), metrics, level, n_boot, seed)

@@ -17,6 +17,8 @@ from datetime import datetime
 
 import numpy as np
 
+from jndqa.stats import bootstrap_mean
+
 __all__ = [
     "bitrate_kbps",
     "codec_family",
@@ -79,16 +81,13 @@ def codec_family(spec: dict) -> str:
 
 
 def mean_ci(values: Sequence[float], *, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple:
-    """Mean and percentile-bootstrap confidence interval (seeded; a single value is its own interval)."""
+    """Mean and its percentile-bootstrap confidence interval (:func:`jndqa.stats.bootstrap_mean`,
+    seeded): ``(mean, low, high)``; a single value is its own interval, no values give NaNs."""
     x = np.asarray(values, dtype=np.float64)
     if len(x) == 0:
         return float("nan"), float("nan"), float("nan")
-    if len(x) == 1:
-        return float(x[0]), float(x[0]), float(x[0])
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return float(x.mean()), float(lo), float(hi)
+    lo, hi = bootstrap_mean(x, n_boot=n_boot, level=level, seed=seed)
+    return float(x.mean()), lo, hi
 
 
 def rate_quality(curves: list[dict]) -> dict:

@@ -2,10 +2,12 @@
 
 For each variant present in both runs, the per-item differences
 (candidate − baseline distance, over items scored in both) give the mean change,
-a seeded percentile-bootstrap 95 % confidence interval and a Wilcoxon
-signed-rank p-value; p-values are Holm-corrected across variants. A variant
-regresses when the interval's lower bound exceeds the threshold. Items whose
-p_jnd crosses 0.5 upwards are listed.
+a seeded percentile-bootstrap 95 % confidence interval resampling items
+(:func:`jndqa.stats.bootstrap_mean`; the variants, in label order, draw from one
+random stream seeded by ``seed``) and a Wilcoxon signed-rank p-value; p-values
+are Holm-corrected across variants. A variant regresses when the interval's
+lower bound exceeds the threshold. Items whose p_jnd crosses 0.5 upwards are
+listed.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
+from jndqa.stats import bootstrap_mean
 
 __all__ = ["VariantComparison", "compare_runs", "holm"]
 
@@ -48,15 +52,6 @@ def holm(p: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * float(p[i])))
         adjusted[i] = running
     return adjusted
-
-
-def _bootstrap_ci(diffs: np.ndarray, rng: np.random.Generator, n_boot: int, level: float) -> tuple[float, float]:
-    if len(diffs) == 1:
-        return float(diffs[0]), float(diffs[0])
-    idx = rng.integers(0, len(diffs), size=(n_boot, len(diffs)))
-    means = diffs[idx].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return float(lo), float(hi)
 
 
 def _wilcoxon(diffs: np.ndarray) -> float:
@@ -106,7 +101,7 @@ def compare_runs(
                 label=next(iter(cand[spec_id].values())).get("label") or spec_id,
                 items=len(items),
                 mean_change=float(diffs.mean()),
-                ci=_bootstrap_ci(diffs, rng, n_boot, level),
+                ci=bootstrap_mean(diffs, n_boot=n_boot, level=level, seed=rng),
                 p_value=1.0,
                 p_value_raw=_wilcoxon(diffs),
                 regressed=False,

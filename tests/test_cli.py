@@ -158,3 +158,26 @@ def test_misaligned_lengths_exit_2(release, tmp_path):
     sf.write(tmp_path / "short.wav", a[:-5000], rate, subtype="PCM_16")
     r = run("score", release / "sample_audio" / "ref.wav", tmp_path / "short.wav")
     assert r.returncode == 2 and "align" in r.stderr and "short.wav" in r.stderr
+
+
+def test_score_aligns_a_codec_delay_by_default(release, tmp_path):
+    """A test delayed by 1,500 samples (as AAC and MP3 decoders prepend priming samples): aligned by
+    default (the offset is reported), it scores as the undelayed copy does; --no-align scores the files
+    as they are (here with a tolerance that lets the lengths through), which the delay ruins."""
+    import soundfile as sf
+
+    a, rate = sf.read(release / "sample_audio" / "ref.wav")
+    noisy = a + np.random.default_rng(0).normal(0, 0.003, a.shape)
+    sf.write(tmp_path / "noisy.wav", noisy, rate, subtype="PCM_16")
+    sf.write(tmp_path / "late.wav", np.concatenate([np.zeros(1500), noisy]), rate, subtype="PCM_16")
+    ref = release / "sample_audio" / "ref.wav"
+    plain = json.loads(run("score", ref, tmp_path / "noisy.wav", "--json").stdout)["results"][0]
+    late = json.loads(run("score", ref, tmp_path / "late.wav", "--json").stdout)["results"][0]
+    args = ("--json", "--no-align", "--length-tolerance", "2000")
+    raw = json.loads(run("score", ref, tmp_path / "late.wav", *args).stdout)["results"][0]
+    assert rate == 22050 and late["offset_samples"] == 1500 and late["alignment"] == "samples"
+    assert plain["offset_samples"] == 0 and "offset_samples" not in raw
+    assert late["distance"] == pytest.approx(plain["distance"], rel=1e-6)
+    assert raw["distance"] > 3 * late["distance"]
+    unaligned = run("score", ref, tmp_path / "late.wav", "--no-align")  # 1,500 > the default tolerance
+    assert unaligned.returncode == 2 and "1500 samples" in unaligned.stderr

@@ -18,9 +18,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from jndqa.store import OFFICIAL_VERSION, Store
+from jndqa.flows.models import OFFICIAL
+from jndqa.store import Store
 
 JNDQA = str(Path(sys.executable).parent / "jndqa")
+OFFICIAL_VERSION = OFFICIAL.id  # the store's seed model: the release's scratch weights
 SIM = {"levels": 6, "trials": 8, "max_seconds": 2.0}  # small ladders and staircases: a fast, real training set
 
 

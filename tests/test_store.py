@@ -1,14 +1,18 @@
-"""The DuckDB store (a real file): schema, writer lock, idempotent writes, baselines, statistics."""
+"""The DuckDB store (a real file): schema, writer lock, idempotent writes, baselines, statistics,
+the model registry's seed, the content-keyed cache and its migration."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
+import duckdb
 import numpy as np
 import pytest
 
 from jndqa.store import SCHEMA_VERSION, Store, StoreBusyError, StoreError, compare_runs, holm
+from jndqa.store.schema import MIGRATIONS
 
 MODEL = {"model_id": "dpam-scratch-official", "model_version": "0.0.4", "protocol": "dense"}
 
@@ -100,6 +104,89 @@ def test_baseline_policy(store):
         store.accept("nope")
     assert [r["run_id"] for r in store.runs()] == ["r3", "r2", "r1"]
     assert [r["accepted"] for r in store.runs()] == [False, False, True]
+
+
+def test_run_status_baseline_and_summary_updates(store):
+    store.begin_run("r1", **MODEL)
+    store.finish_run("r1", "passed", {"verdict": "passed"})
+    store.begin_run("r2", **MODEL)
+    store.begin_run("r3", **MODEL)
+    assert store.mark_stale_runs() == 2  # r2 and r3 were left running: their process died
+    assert [store.run(r)["status"] for r in ("r1", "r2", "r3")] == ["passed", "killed", "killed"]
+    assert store.mark_stale_runs() == 0
+    store.set_run_baseline("r2", "r1")
+    store.set_run_summary("r2", {"report": None, "report_error": "OSError: disk full"})
+    assert store.run("r2")["baseline_run"] == "r1" and store.run("r1")["baseline_run"] is None
+    assert json.loads(store.run("r2")["summary"]) == {"report": None, "report_error": "OSError: disk full"}
+    assert json.loads(store.run("r1")["summary"]) == {"verdict": "passed"}
+
+
+SEED = {"version": "seed-v1", "model_id": "seed-v1", "kind": "scratch", "parent": None, "reason": "the seed"}
+
+
+def test_ensure_model_seeds_production_once(store):
+    assert store.production_model() is None and store.models() == []  # the store knows no model by itself
+    store.ensure_model(SEED)
+    store.ensure_model({**SEED, "reason": "a second call changes nothing"})
+    (row,) = store.models()
+    assert row["version"] == "seed-v1" and row["status"] == "production" and row["reason"] == "the seed"
+    assert store.production_model()["version"] == "seed-v1" and store.model_weights(row) is None
+    # Once a candidate is promoted, a seed registered later is retired, never production.
+    store.add_model({"version": "cand", "model_id": "cand", "kind": "scratch", "parent": "seed-v1",
+                     "weights": "models/cand.safetensors", "metrics": {"accuracy": 0.8}})  # fmt: skip
+    store.decide_model("cand", "production", "better on held-out data")
+    store.ensure_model({**SEED, "version": "seed-v2", "model_id": "seed-v2"})
+    status = {m["version"]: m["status"] for m in store.models()}
+    assert status == {"seed-v1": "retired", "cand": "production", "seed-v2": "retired"}
+    assert store.production_model()["metrics"] == {"accuracy": 0.8}
+    assert store.model_weights(store.production_model()) == store.path.parent / "models" / "cand.safetensors"
+    with pytest.raises(StoreError, match="needs a 'version'"):
+        store.ensure_model({"model_id": "x"})
+
+
+def test_cache_round_trip_is_exact_and_put_is_idempotent(store):
+    values = {"a": {"distance": 0.1 + 0.2, "layer_terms": [1e-300, 3.141592653589793, -0.0, 2.5e17]},
+              "b": [1, "two", None, {"x": True}], "c": 7.0}  # fmt: skip
+    assert store.cache_get("t", ["a"]) == {} and store.cache_get("t", []) == {}
+    store.cache_put("t", values)
+    assert store.cache_get("t", ["a", "b", "c", "missing"]) == values  # floats bit for bit: == on every one
+    assert store.cache_get("other", ["a"]) == {}  # namespaces do not mix
+    store.cache_put("t", {"a": "a later value", "d": 4})  # a stored key keeps its value; a new one is added
+    assert store.cache_get("t", ["a", "d"]) == {"a": values["a"], "d": 4}
+    store.cache_put("other", {"a": 1})
+    assert store.cache_get("other", ["a"]) == {"a": 1} and store.cache_get("t", ["a"])["a"] == values["a"]
+    with pytest.raises(StoreError, match=r"cache 't' key 'bad'.*not JSON"):
+        store.cache_put("t", {"e": 1.0, "bad": [float("nan")]})
+    assert store.cache_get("t", ["e", "bad"]) == {}  # nothing of a refused put is stored
+    many = {f"k{i}": [i / 7, i] for i in range(5000)}  # one bulk write, one bulk read
+    store.cache_put("bulk", many)
+    assert store.cache_get("bulk", many) == many
+
+
+def test_migration_moves_teacher_scores_into_the_cache(tmp_path):
+    # A version-4 database, as the released migrations 1-4 made it, with teacher scores and a model.
+    db = tmp_path / "v4.duckdb"
+    con = duckdb.connect(str(db))
+    for statement in (s for migration in MIGRATIONS[:4] for s in migration):
+        con.execute(statement)
+    con.execute("INSERT INTO meta VALUES ('schema_version', '4')")
+    spec = {"item": "ab12", "start": 100, "length": 88200, "family": "libopus", "level": 16.0, "seed": 3}
+    terms = [0.1 * k + 1 / 3 for k in range(14)]
+    con.execute("INSERT INTO teacher_scores VALUES ('k1', ?, 'dense:t', 0.30000000000000004, ?, now())",
+                [json.dumps(spec), terms])  # fmt: skip
+    con.execute("INSERT INTO teacher_scores VALUES ('k2', '{}', 'dense:t', 1e-300, [], now())")
+    con.execute("INSERT INTO models (version, model_id, kind, status) VALUES ('old', 'old', 'scratch', 'production')")
+    con.close()
+    store = Store(db)
+    assert store.schema_version() == SCHEMA_VERSION
+    got = store.cache_get("teacher", ["k1", "k2"])
+    assert got["k1"] == {"distance": 0.30000000000000004, "layer_terms": terms, "spec": spec, "teacher": "dense:t"}
+    assert got["k2"] == {"distance": 1e-300, "layer_terms": [], "spec": {}, "teacher": "dense:t"}
+    with store.connect() as c:
+        assert c.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'teacher_scores'"
+                         ).fetchone()[0] == 0  # fmt: skip
+    store.ensure_model(SEED)  # existing rows stay: the old production model keeps its status
+    assert store.production_model()["version"] == "old" and store.model("seed-v1")["status"] == "retired"
 
 
 def test_holm_matches_hand_computation():

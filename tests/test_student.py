@@ -128,7 +128,7 @@ def test_training_script_runs_end_to_end_on_a_tiny_set(tmp_path, sample, capsys)
     from jndqa.store import Store
 
     with Store(tmp_path / "teacher.duckdb", read_only=True).connect() as con:
-        assert con.execute("SELECT count(*) FROM teacher_scores").fetchone()[0] == 16
+        assert con.execute("SELECT count(*) FROM cache WHERE namespace = 'teacher'").fetchone()[0] == 16
     assert script.main(argv) == 0
     again = load_file(out)
     assert again.keys() == weights.keys() and all(bool((again[k] == weights[k]).all()) for k in weights)
@@ -146,7 +146,7 @@ def test_training_script_runs_end_to_end_on_a_tiny_set(tmp_path, sample, capsys)
     log = capsys.readouterr().out
     assert "teacher data: 19 pairs" in log and "held-out   pairs     3" in log
     with Store(tmp_path / "teacher.duckdb", read_only=True).connect() as con:
-        assert con.execute("SELECT count(*) FROM teacher_scores").fetchone()[0] == 19
+        assert con.execute("SELECT count(*) FROM cache WHERE namespace = 'teacher'").fetchone()[0] == 19
     relaid = load_student(out5)
     assert relaid.blur.flatten().tolist() == [1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16]
     assert json.loads(relaid.metadata["heldout_items"]) == ["other.wav"]
@@ -245,7 +245,7 @@ def test_registry_and_config_select_the_student(tmp_path):
     row = store.model(STUDENT_VERSION)
     assert row["status"] == "available" and row["parent"] == "dpam-scratch-official"
     assert row["data_hash"] == json.loads(student_weights().with_suffix(".json").read_text())["teacher_data_hash"]
-    assert store.production_model()["version"] != STUDENT_VERSION
+    assert store.production_model() is None  # available, never production (no model was seeded here)
     cfg = tmp_path / "c.yaml"
     text = "corpus:\n  root: .\nvariants:\n  - codec: libopus\nmetric:\n  model: {}\n"
     cfg.write_text(text.format(STUDENT_VERSION))
