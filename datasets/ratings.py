@@ -88,6 +88,7 @@ from .judgments import (
 
 __all__ = [
     "HIDDEN_REFERENCE_MIN",
+    "HIGHER_IS_BETTER",
     "JND_LIST",
     "JUDGMENT_CSV",
     "QUARANTINE_KINDS",
@@ -117,6 +118,8 @@ SCALES: dict[str, tuple[float, float]] = {
     "jnd": (0.0, 1.0),
     "preference": (0.0, 1.0),
 }
+# Whether a higher score means better quality: a jnd score of 1 says "heard a difference" (worse).
+HIGHER_IS_BETTER: dict[str, bool] = {"mushra": True, "mos": True, "jnd": False, "preference": True}
 BINARY_SCALES = ("jnd", "preference")
 GRADED_SCALES = ("mushra", "mos")
 HIDDEN_REFERENCE_MIN = 90.0

@@ -24,10 +24,12 @@ from jndqa.datasets import (
     stimulus_means,
 )
 from jndqa.datasets.ratings import (
+    HIGHER_IS_BETTER,
     JND_LIST,
     JUDGMENT_CSV,
     QUARANTINE_KINDS,
     RATINGS_CSV,
+    SCALES,
     WEBMUSHRA,
     data_hash,
 )
@@ -276,6 +278,8 @@ def test_stimulus_means_average_listeners_with_a_student_t_interval(folder: Path
     assert (mos.n, mos.mean) == (1, 4.0)
     assert all(not m.test.samefile(m.ref) for m in means)  # the hidden reference is no stimulus
     assert set(codec.row()) >= {"item", "condition", "mean", "n", "ci_low", "ci_high"}
+    assert HIGHER_IS_BETTER == {"mushra": True, "mos": True, "jnd": False, "preference": True}
+    assert set(HIGHER_IS_BETTER) == set(SCALES)
 
 
 # ---------------------------------------------------------------- webMUSHRA
@@ -524,3 +528,66 @@ def test_the_simulated_mushra_ratings_read_back_and_screen_out_the_unreliable_li
     means = stimulus_means(rf.rows)
     assert len(means) == 2 * 3 + 1  # the anchor is one stimulus shared by the two trials
     assert all(m.n == 3 and m.item == sim.items[0] for m in means)
+
+
+# ---------------------------------------------------------------- the store
+
+
+def _ingest(store, rf) -> dict:
+    return store.ingest_ratings(rf.file_row(), [r.row() for r in rf.rows], [q.row() for q in rf.quarantine])
+
+
+def test_store_ingest_is_idempotent_and_returns_the_ratings(folder: Path, tmp_path: Path) -> None:
+    from jndqa.store import Store
+
+    path, _ = _write_cases(folder)
+    rf = read_ratings(path)
+    db = tmp_path / "db" / "jndqa.duckdb"
+    store = Store(db)
+    first = _ingest(store, rf)
+    assert first == {"new": len(rf.rows), "known": 0, "quarantined": len(rf.quarantine), "file_seen_before": False}
+    assert _ingest(store, read_ratings(path)) == {**first, "new": 0, "known": len(rf.rows), "file_seen_before": True}
+    # The same ratings under another name and place: known by content, the file is another file.
+    moved = tmp_path / "moved"
+    shutil.copytree(folder, moved, symlinks=True)
+    (moved / path.name).rename(moved / "renamed.csv")
+    (moved / "renamed.csv").write_text((moved / "renamed.csv").read_text() + "\n")  # other bytes, same rows
+    again = _ingest(store, read_ratings(moved / "renamed.csv"))
+    assert (again["new"], again["known"], again["file_seen_before"]) == (0, len(rf.rows), False)
+
+    reopened = Store(db, read_only=True)
+    stored = reopened.ratings()
+    assert [s["rating_id"] for s in stored] == sorted(r.rating_id for r in rf.rows)
+    by_id = {s["rating_id"]: s for s in stored}
+    for r in rf.rows:
+        s = by_id[r.rating_id]
+        assert {c: s[c] for c in r.row()} == r.row()  # every field back as written, the score as a float
+        assert s["file_hash"] == rf.content_hash  # the first file that brought it
+    assert len(reopened.ratings(scale="mushra")) == sum(r.scale == "mushra" for r in rf.rows)
+    wanted = [rf.rows[0].rating_id, "0" * 64]
+    assert [s["rating_id"] for s in reopened.ratings(ids=wanted)] == [rf.rows[0].rating_id]
+    assert reopened.ratings(ids=[]) == []
+    files = reopened.rating_files()
+    assert [(f["path"], f["format"], f["rows"], f["quarantined"]) for f in files] == [
+        (str(path), RATINGS_CSV, len(rf.rows), len(rf.quarantine)),
+        (str(moved / "renamed.csv"), RATINGS_CSV, len(rf.rows), len(rf.quarantine))]  # fmt: skip
+    quarantined = reopened.rating_quarantine()
+    assert len(quarantined) == 2 * len(rf.quarantine)  # per file content: each file's lines once
+    q0 = next(q for q in quarantined if q["source"] == str(path))
+    assert {c: q0[c] for c in ("line", "raw", "kind", "reason")} == {
+        c: rf.quarantine[0].row()[c] for c in ("line", "raw", "kind", "reason")}  # fmt: skip
+
+
+def test_store_keeps_webmushra_files_with_their_config(webmushra: Path, tmp_path: Path) -> None:
+    from jndqa.store import Store
+
+    config = webmushra / "configs" / "jndqa_test.yaml"
+    rf = read_ratings(webmushra / "results" / "jndqa_test" / "mushra.csv", config=config)
+    store = Store(tmp_path / "jndqa.duckdb")
+    assert _ingest(store, rf)["new"] == len(rf.rows)
+    [f] = store.rating_files()
+    assert (f["format"], f["config"], f["content_hash"]) == (WEBMUSHRA, str(config), rf.content_hash)
+    hidden = [s for s in store.ratings() if s["hidden_reference"]]
+    assert len(hidden) == sum(r.hidden_reference for r in rf.rows) > 0
+    assert {q["kind"] for q in store.rating_quarantine()} == {"missing-audio", "post-screening", "not-in-config",
+                                                               "path-escape"}  # fmt: skip
