@@ -46,7 +46,7 @@ import csv
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,13 +56,17 @@ __all__ = [
     "CSV",
     "JND_LIST",
     "QUARANTINE_KINDS",
+    "AudioCheck",
     "Judgment",
     "JudgmentFile",
     "JudgmentFileError",
     "QuarantinedRow",
+    "csv_header",
     "data_hash",
+    "decode_text",
     "judgment_id",
     "read_judgments",
+    "resolve_audio_path",
 ]
 
 JND_LIST = "jnd-list"
@@ -187,8 +191,10 @@ def data_hash(judgments: Iterable[Judgment | str]) -> str:
     return hashlib.sha256("\n".join(ids).encode("ascii")).hexdigest()
 
 
-class _Audio:
-    """Per-read cache: resolved audio path -> (sha256, None) or (None, reason it is unreadable)."""
+class AudioCheck:
+    """Per-read cache of audio checks: ``check(path)`` gives (sha256, None) for a readable audio file
+    (``sf.info`` opens it, it holds frames) or (None, the reason it is unreadable); each distinct
+    resolved path is opened and hashed once."""
 
     def __init__(self) -> None:
         self._seen: dict[Path, tuple[str | None, str | None]] = {}
@@ -216,8 +222,13 @@ class _Audio:
             return None, f"{path} could not be read ({exc})"
 
 
-def _resolve(folder: Path, text: str) -> tuple[Path | None, str | None, str | None]:
-    """The resolved path of ``text`` (relative to ``folder``), or None, the quarantine kind and why."""
+def resolve_audio_path(
+    folder: Path, text: str, owner: str = "judgment file"
+) -> tuple[Path | None, str | None, str | None]:
+    """(resolved path, None, None) for ``text`` relative to ``folder`` (a resolved folder) when it
+    stays inside it, else (None, quarantine kind, why): ``path-escape`` for ``..``, an absolute path
+    or a symlink leading out, ``unreadable-audio`` when it cannot be resolved. ``owner`` names the
+    file the folder belongs to in the reason."""
     given = Path(text)
     candidate = given if given.is_absolute() else folder / given
     try:
@@ -226,29 +237,37 @@ def _resolve(folder: Path, text: str) -> tuple[Path | None, str | None, str | No
         return None, "unreadable-audio", f"path {text!r} cannot be resolved ({exc})"
     if not resolved.is_relative_to(folder):
         if given.is_absolute():
-            why = f"absolute path {text!r} is outside the judgment file's folder {folder}"
+            why = f"absolute path {text!r} is outside the {owner}'s folder {folder}"
         elif not Path(os.path.normpath(candidate)).is_relative_to(folder):
-            why = f"path {text!r} climbs out of the judgment file's folder {folder}"
+            why = f"path {text!r} climbs out of the {owner}'s folder {folder}"
         else:
             why = f"path {text!r} is a symlink (or passes through one) resolving to {resolved}, outside {folder}"
         return None, "path-escape", why
     return resolved, None, None
 
 
-def _decode(path: Path, data: bytes) -> str:
+def decode_text(
+    path: Path,
+    data: bytes,
+    *,
+    expected: str = "ref<TAB>test<TAB>label lines or a CSV with a ref,test,label header",
+    error: Callable[[Path, str], Exception] = JudgmentFileError,
+) -> str:
+    """``data`` (the bytes of the file at ``path``) as UTF-8 text, a BOM dropped. An empty file, a
+    file holding NUL bytes and one that is not UTF-8 raise ``error(path, message)``; ``expected``
+    says in the message what the file should have held."""
     if not data.strip():
-        raise JudgmentFileError(path, "the file is empty; expected ref<TAB>test<TAB>label lines or a CSV "
-                                      "with a ref,test,label header")  # fmt: skip
+        raise error(path, f"the file is empty; expected {expected}")
     if b"\x00" in data:
-        raise JudgmentFileError(path, "the file is not text (it holds NUL bytes); is it an audio or archive "
-                                      "file given by mistake?")  # fmt: skip
+        raise error(path, "the file is not text (it holds NUL bytes); is it an audio or archive file given by "
+                          "mistake?")  # fmt: skip
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise JudgmentFileError(path, f"the file is not UTF-8 text ({exc}); re-save it as UTF-8") from None
+        raise error(path, f"the file is not UTF-8 text ({exc}); re-save it as UTF-8") from None
 
 
-def _header(line: str) -> list[str] | None:
+def csv_header(line: str) -> list[str] | None:
     """The lower-cased column names when ``line`` is a CSV header naming ref, test and label."""
     cols = [c.strip().lower() for c in next(csv.reader([line]))]
     return cols if all(c in cols for c in REQUIRED_COLUMNS) else None
@@ -268,13 +287,13 @@ def read_judgments(path: str | os.PathLike) -> JudgmentFile:
         data = src.read_bytes()
     except OSError as exc:
         raise JudgmentFileError(src, f"cannot be read ({exc}); check its permissions") from None
-    text = _decode(src, data)
+    text = decode_text(src, data)
     lines = [ln[:-1] if ln.endswith("\r") else ln for ln in text.split("\n")]
     numbered = [(i, ln) for i, ln in enumerate(lines, start=1) if ln.strip()]
     if not numbered:
         raise JudgmentFileError(src, "the file holds only blank lines")
     first_no, first = numbered[0]
-    header = _header(first)
+    header = csv_header(first)
     if header is not None:
         fmt = CSV
         dupes = sorted({c for c in header if c and header.count(c) > 1})
@@ -297,7 +316,7 @@ def read_judgments(path: str | os.PathLike) -> JudgmentFile:
         )
 
     folder = src.parent.resolve()
-    audio = _Audio()
+    audio = AudioCheck()
     rows: list[Judgment] = []
     quarantine: list[QuarantinedRow] = []
     seen: dict[str, int] = {}
@@ -327,11 +346,11 @@ def read_judgments(path: str | os.PathLike) -> JudgmentFile:
             bad(no, raw, "bad-label", f"label {label_text!r} is not 0 (same) or 1 (different)")
             continue
         label = int(label_text)
-        ref, kind, why = _resolve(folder, ref_text)
+        ref, kind, why = resolve_audio_path(folder, ref_text)
         if ref is None:
             bad(no, raw, kind or "path-escape", f"ref: {why}")
             continue
-        test, kind, why = _resolve(folder, test_text)
+        test, kind, why = resolve_audio_path(folder, test_text)
         if test is None:
             bad(no, raw, kind or "path-escape", f"test: {why}")
             continue

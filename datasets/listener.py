@@ -34,6 +34,20 @@ Trials per item and family (the paper's adaptive pairs): the ladder (each level 
 1-up/1-down staircase on the same ladder (:func:`staircase`; it converges on the 50 % point,
 which is the threshold since the lapse is symmetric), plus ``identical`` identical pairs per
 item.
+
+MUSHRA (:func:`simulate_mushra`): the same listener, asked for a 0–100 quality score instead of
+a same/different answer. Its expected score for a stimulus is the percentage of the time it would
+*not* hear the degradation, lapse left out: :func:`mushra_expected` =
+100·(1 − sigmoid(slope·(severity − threshold))), with the family's :data:`PSYCHOMETRIC`
+function; 100 at severity → −∞ (the reference), 50 at the threshold, → 0 far above it. Each
+simulated listener ``k`` adds a bias drawn once, N(0, :data:`MUSHRA_BIAS_SD`), and per rating
+noise N(0, :data:`MUSHRA_NOISE_SD`); scores are rounded to integers (as webMUSHRA's slider) and
+clipped to [0, 100]. The hidden reference (the reference file itself) is rated
+100 − |N(0, :data:`MUSHRA_HIDDEN_SD`)|, rounded: near 100. The low anchor is the ``eq`` family at
+severity 1 (500 Hz low-pass, expected score ≈ 0.15): BS.1534-3's 3.5 kHz anchor would sit at
+this listener's eq threshold, i.e. score ≈ 50, not low. A listener made ``unreliable`` (for
+post-screening tests) rates the hidden reference uniformly in [30, 80] in every trial, so ITU-R
+BS.1534-3 post-screening rejects them.
 """
 
 from __future__ import annotations
@@ -57,16 +71,23 @@ __all__ = [
     "DEFAULT_TRIALS",
     "FAMILIES",
     "LAPSE",
+    "MUSHRA_BIAS_SD",
+    "MUSHRA_HIDDEN_SD",
+    "MUSHRA_LEVELS",
+    "MUSHRA_NOISE_SD",
     "PSYCHOMETRIC",
+    "MushraSummary",
     "Psychometric",
     "SimulationSummary",
     "Staircase",
     "answer",
     "ladder",
+    "mushra_expected",
     "p_different",
     "perturb",
     "physical_parameter",
     "simulate_judgments",
+    "simulate_mushra",
     "staircase",
 ]
 
@@ -81,6 +102,14 @@ MU = 255.0
 JUDGMENTS_CSV = "judgments.csv"
 CSV_COLUMNS = ("ref", "test", "label", "worker", "timestamp", "condition")
 START = "2025-01-01T00:00:00+00:00"  # the simulated session's first trial; one trial per second
+RATINGS_CSV = "ratings.csv"
+MUSHRA_COLUMNS = ("ref", "test", "score", "listener", "item", "condition", "scale", "trial")
+MUSHRA_LEVELS = 5
+MUSHRA_BIAS_SD = 5.0  # a listener's constant offset, score points
+MUSHRA_NOISE_SD = 8.0  # per rating, score points
+MUSHRA_HIDDEN_SD = 3.0  # the hidden reference: 100 − |N(0, this)|
+ANCHOR = ("eq", 1.0)  # the low anchor: 500 Hz low-pass
+UNRELIABLE_HIDDEN = (30.0, 80.0)  # an unreliable listener's hidden-reference scores, uniform
 
 
 @dataclass(frozen=True)
@@ -138,6 +167,17 @@ def answer(
     p = p_different(family, severity, lapse=lapse, table=table)
     draws = (rng.random(np.shape(p)) < p).astype(np.int64)
     return int(draws) if np.ndim(draws) == 0 else draws
+
+
+def mushra_expected(
+    family: str,
+    severity: float | np.ndarray,
+    *,
+    table: Mapping[str, Psychometric] | None = None,
+) -> float | np.ndarray:
+    """The simulated listener's expected MUSHRA score at ``severity``: 100·(1 − P(detect)), the
+    family's psychometric function without lapse (module docstring)."""
+    return 100.0 * (1.0 - _params(family, table).p_different(severity, 0.0))
 
 
 def ladder(levels: int = DEFAULT_LEVELS) -> tuple[float, ...]:
@@ -322,6 +362,39 @@ def _write_wav(path: Path, x: np.ndarray, rate: int) -> None:
     sf.write(str(path), np.clip(x, -1.0, 32767 / 32768), rate, subtype="PCM_16", format="WAV")
 
 
+def _prepare_item(
+    src: Path, out: Path, rate: int, max_seconds: float | None, names: list[str]
+) -> tuple[str, str, np.ndarray, str] | None:
+    """Write ``src`` as ``out/audio/<stem>-<sha8>/ref.wav`` (mono, ``rate``, cut, 16-bit) and
+    return (name, sha256 of ``src``, the written reference read back, its path relative to
+    ``out``); None when an item of that name was already prepared (``names`` gets the name)."""
+    import soundfile as sf
+
+    with open(src, "rb") as f:
+        sha = hashlib.file_digest(f, "sha256").hexdigest()
+    name = f"{src.stem}-{sha[:8]}"
+    if name in names:
+        return None
+    names.append(name)
+    folder = out / "audio" / name
+    _write_wav(folder / "ref.wav", _load_item(src, rate, max_seconds), rate)
+    x, _ = sf.read(str(folder / "ref.wav"), dtype="float64")  # the quantised reference is the base
+    return name, sha, x, f"audio/{name}/ref.wav"
+
+
+def _degrade(
+    x: np.ndarray, rate: int, family: str, severities: Sequence[float], out: Path, name: str, sha: str
+) -> dict[float, str]:
+    """Write ``x`` degraded by ``family`` at each severity as ``audio/<name>/<family>-<s>.wav``;
+    returns {severity: path relative to ``out``}."""
+    files: dict[float, str] = {}
+    for s in severities:
+        rel = f"audio/{name}/{family}-{s:.3f}.wav"
+        _write_wav(out / rel, perturb(x, rate, family, s, key=sha), rate)
+        files[s] = rel
+    return files
+
+
 def simulate_judgments(
     items: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
@@ -353,8 +426,6 @@ def simulate_judgments(
     (poisoned judgments, for tests), and the worker gets a ``-flipped`` suffix.
     Deterministic: the same arguments give byte-identical audio and CSV.
     """
-    import soundfile as sf
-
     for fam in families:
         _params(fam, table)
         physical_parameter(fam, 0.0)
@@ -378,24 +449,14 @@ def simulate_judgments(
         counts["different"] += label
 
     for item in items:
-        src = Path(item)
-        with open(src, "rb") as f:
-            sha = hashlib.file_digest(f, "sha256").hexdigest()
-        name = f"{src.stem}-{sha[:8]}"
-        if name in names:
+        prepared = _prepare_item(Path(item), out, rate, max_seconds, names)
+        if prepared is None:
             continue  # the same content given twice
-        names.append(name)
+        name, sha, x, ref_rel = prepared
         folder = out / "audio" / name
-        _write_wav(folder / "ref.wav", _load_item(src, rate, max_seconds), rate)
         shutil.copyfile(folder / "ref.wav", folder / "ref-copy.wav")
-        x, _ = sf.read(str(folder / "ref.wav"), dtype="float64")  # the quantised reference is the base
-        ref_rel = f"audio/{name}/ref.wav"
         for fam in families:
-            files: dict[float, str] = {}
-            for s in lv:
-                rel = f"audio/{name}/{fam}-{s:.3f}.wav"
-                _write_wav(out / rel, perturb(x, rate, fam, s, key=sha), rate)
-                files[s] = rel
+            files = _degrade(x, rate, fam, lv, out, name, sha)
             rng = _rng("listener", seed, sha, fam)
             for s, a in zip(lv, answer(fam, np.asarray(lv), rng, lapse=lapse, table=table), strict=True):
                 record(fam, ref_rel, files[s], int(a), f"{fam}:{s:.3f}")
@@ -427,3 +488,101 @@ def simulate_judgments(
         staircases=stairs,
         flipped=flip_labels,
     )
+
+
+@dataclass
+class MushraSummary:
+    """What :func:`simulate_mushra` wrote. ``listeners``: their names (the unreliable one, if
+    any, is ``unreliable``); ``trials``: the MUSHRA pages, one per item and family, as
+    ``<item>/<family>``; ``rows``: ratings written (hidden references included)."""
+
+    csv: Path
+    listeners: list[str]
+    rows: int
+    items: list[str]
+    trials: list[str]
+    unreliable: str | None = None
+
+
+def simulate_mushra(
+    items: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    *,
+    listeners: int = 8,
+    families: Sequence[str] = FAMILIES,
+    levels: int = MUSHRA_LEVELS,
+    seed: int = 0,
+    unreliable: int | None = None,
+    rate: int = DEFAULT_RATE,
+    max_seconds: float | None = DEFAULT_MAX_SECONDS,
+    table: Mapping[str, Psychometric] | None = None,
+) -> MushraSummary:
+    """Simulate ``listeners`` listeners rating degraded versions of ``items`` in a MUSHRA test
+    (the mapping from the psychometric functions to scores is in the module docstring) and write
+    the ratings as a canonical long ratings CSV (:mod:`jndqa.datasets.ratings`).
+
+    Audio as :func:`simulate_judgments`: ``out_dir/audio/<stem>-<sha8>/ref.wav`` and
+    ``<family>-<severity>.wav`` for each severity of :func:`ladder` (``levels``), plus
+    ``anchor.wav`` (the low anchor). One trial (page) per item and family, holding that family's
+    ``levels`` conditions, the hidden reference and the low anchor; every listener rates every
+    stimulus of every trial once. Writes ``out_dir/ratings.csv`` with the header
+    ref,test,score,listener,item,condition,scale,trial: paths relative to ``out_dir``; scale
+    ``mushra``; listener ``simulated-listener-<seed>-<k>`` (``-unreliable`` appended for listener
+    number ``unreliable``); item ``<stem>-<sha8>``; condition ``<family>:<severity>``,
+    ``reference`` (the hidden reference: test = ref) or ``anchor``; trial ``<item>/<family>``.
+    Deterministic: the same arguments give byte-identical audio and CSV; the audio does not
+    depend on ``seed`` or ``listeners``.
+    """
+    for fam in (*families, ANCHOR[0]):
+        _params(fam, table)
+        physical_parameter(fam, 0.0)
+    if not items:
+        raise ValueError("simulate_mushra needs at least one audio item")
+    if listeners < 1:
+        raise ValueError(f"simulate_mushra needs at least one listener, not {listeners}")
+    if unreliable is not None and not 0 <= unreliable < listeners:
+        raise ValueError(f"unreliable={unreliable} is not a listener number (0 … {listeners - 1})")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    lv = ladder(levels)
+    names_l = [f"simulated-listener-{seed}-{k}" + ("-unreliable" if k == unreliable else "") for k in range(listeners)]
+    # Each trial: (item, trial id, ref path, [(condition, test path, expected score or None for the hidden ref)]).
+    trials: list[tuple[str, str, str, list[tuple[str, str, float | None]]]] = []
+    names: list[str] = []
+    for item in items:
+        prepared = _prepare_item(Path(item), out, rate, max_seconds, names)
+        if prepared is None:
+            continue
+        name, sha, x, ref_rel = prepared
+        anchor_rel = f"audio/{name}/anchor.wav"
+        _write_wav(out / anchor_rel, perturb(x, rate, ANCHOR[0], ANCHOR[1], key=sha), rate)
+        anchor_score = float(mushra_expected(ANCHOR[0], ANCHOR[1], table=table))
+        for fam in families:
+            files = _degrade(x, rate, fam, lv, out, name, sha)
+            stimuli: list[tuple[str, str, float | None]] = [("reference", ref_rel, None)]
+            stimuli += [(f"{fam}:{s:.3f}", files[s], float(mushra_expected(fam, s, table=table))) for s in lv]
+            stimuli.append(("anchor", anchor_rel, anchor_score))
+            trials.append((name, f"{name}/{fam}", ref_rel, stimuli))
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(MUSHRA_COLUMNS)
+    rows = 0
+    for k, listener in enumerate(names_l):
+        bias = float(_rng("mushra-bias", seed, k).normal(0.0, MUSHRA_BIAS_SD))
+        for name, trial, ref_rel, stimuli in trials:
+            rng = _rng("mushra", seed, k, trial)
+            for condition, test_rel, expected in stimuli:
+                if expected is None and k == unreliable:
+                    score = rng.uniform(*UNRELIABLE_HIDDEN)
+                elif expected is None:
+                    score = 100.0 - abs(rng.normal(0.0, MUSHRA_HIDDEN_SD))
+                else:
+                    score = expected + bias + rng.normal(0.0, MUSHRA_NOISE_SD)
+                score = int(np.clip(np.round(score), 0, 100))
+                writer.writerow([ref_rel, test_rel, score, listener, name, condition, "mushra", trial])
+                rows += 1
+    path = out / RATINGS_CSV
+    path.write_text(buf.getvalue(), encoding="utf-8")
+    return MushraSummary(path, names_l, rows, names, [t[1] for t in trials],
+                         names_l[unreliable] if unreliable is not None else None)  # fmt: skip

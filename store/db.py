@@ -4,6 +4,7 @@
 - :mod:`.runs`: runs, items, variants, keyed scores, failures, kept audio, baselines;
 - :mod:`.registry`: the model registry and training runs;
 - :mod:`.judgments`: judgment files, judgments and their quarantine;
+- :mod:`.ratings`: rating files, listening-test ratings and their quarantine;
 - :mod:`.cache`: the content-keyed cache.
 
 Each mixin subclasses :class:`StoreBase` and uses only its connections; the mixins share no
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from .cache import CacheMixin
 from .judgments import JudgmentsMixin
+from .ratings import RatingsMixin
 from .registry import MODEL_STATUSES, RegistryMixin
 from .runs import SCORE_KEY, RunsMixin
 from .schema import SCHEMA_VERSION, StoreBusyError, StoreError
@@ -22,6 +24,6 @@ from .schema import SCHEMA_VERSION, StoreBusyError, StoreError
 __all__ = ["MODEL_STATUSES", "SCHEMA_VERSION", "SCORE_KEY", "Store", "StoreBusyError", "StoreError"]
 
 
-class Store(RunsMixin, RegistryMixin, JudgmentsMixin, CacheMixin):
+class Store(RunsMixin, RegistryMixin, JudgmentsMixin, RatingsMixin, CacheMixin):
     """A DuckDB file (migrated on open unless ``read_only``: read-only stores never migrate or
     write); see the mixins for its tables and methods."""

@@ -1,7 +1,8 @@
 """The store's base: schema migrations, connections, transactions and the writer lock.
 
 :class:`StoreBase` owns the DuckDB file; the concern mixins (:mod:`.runs`, :mod:`.registry`,
-:mod:`.judgments`, :mod:`.cache`) build on it and :class:`jndqa.store.Store` composes them.
+:mod:`.judgments`, :mod:`.ratings`, :mod:`.cache`) build on it and :class:`jndqa.store.Store`
+composes them.
 
 One process writes at a time: a run takes the writer lock (an ``flock`` on ``<db>.lock`` that
 records the run and pid) for its whole duration, and opens DuckDB only for each short
@@ -96,6 +97,19 @@ MIGRATIONS: list[list[str]] = [
             json_object('distance', distance, 'layer_terms', layer_terms, 'spec', spec, 'teacher', teacher), created
             FROM teacher_scores""",
         "DROP TABLE teacher_scores",
+    ],
+    [  # 6: listening-test ratings (MUSHRA, MOS, JND, preference), their files and their quarantine
+        """CREATE TABLE rating_files (
+            content_hash VARCHAR PRIMARY KEY, path VARCHAR, format VARCHAR, config VARCHAR, rows INTEGER,
+            quarantined INTEGER, ingested TIMESTAMP)""",
+        """CREATE TABLE ratings (
+            rating_id VARCHAR PRIMARY KEY, ref VARCHAR, test VARCHAR, ref_sha256 VARCHAR, test_sha256 VARCHAR,
+            score DOUBLE, scale VARCHAR, listener VARCHAR, item VARCHAR, condition VARCHAR, trial VARCHAR,
+            hidden_reference BOOLEAN, source VARCHAR, line INTEGER, extra JSON, file_hash VARCHAR,
+            ingested TIMESTAMP)""",
+        """CREATE TABLE rating_quarantine (
+            file_hash VARCHAR, line INTEGER, source VARCHAR, raw VARCHAR, kind VARCHAR, reason VARCHAR,
+            ingested TIMESTAMP, PRIMARY KEY (file_hash, line))""",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

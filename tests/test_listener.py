@@ -1,5 +1,5 @@
 """The SIMULATED listener (jndqa.datasets.listener): its psychometric function, its staircase,
-its perturbations and the judgment files it writes. Synthetic signals only."""
+its perturbations, the judgment files and the MUSHRA ratings it writes. Synthetic signals only."""
 
 from __future__ import annotations
 
@@ -11,17 +11,20 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from jndqa.datasets import read_judgments
+from jndqa.datasets import read_judgments, read_ratings
 from jndqa.datasets.listener import (
     FAMILIES,
     LAPSE,
+    MUSHRA_HIDDEN_SD,
     PSYCHOMETRIC,
     answer,
     ladder,
+    mushra_expected,
     p_different,
     perturb,
     physical_parameter,
     simulate_judgments,
+    simulate_mushra,
     staircase,
 )
 
@@ -195,3 +198,79 @@ def test_flip_labels_flips_every_label(items: list[Path], run0, tmp_path: Path) 
     assert flipped.flipped and flipped.worker == "simulated-listener-0-flipped"
     assert flipped.fraction_different == pytest.approx(1 - run0.fraction_different)
     assert read_judgments(flipped.csv).quarantine == []
+
+
+MUSHRA_FAMILIES = ("noise", "mulaw")
+MUSHRA_LEVELS = 3
+
+
+@pytest.fixture(scope="module")
+def mushra0(items: list[Path], tmp_path_factory: pytest.TempPathFactory):
+    return simulate_mushra(items, tmp_path_factory.mktemp("mushra0"), listeners=5, families=MUSHRA_FAMILIES,
+                           levels=MUSHRA_LEVELS, seed=0, unreliable=4)  # fmt: skip
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_mushra_mapping_is_100_times_one_minus_detection(family: str) -> None:
+    thr, slope = PSYCHOMETRIC[family].threshold, PSYCHOMETRIC[family].slope
+    assert mushra_expected(family, thr) == pytest.approx(50.0, abs=1e-12)
+    assert mushra_expected(family, thr - 10) == pytest.approx(100.0, abs=1e-9)
+    assert mushra_expected(family, thr + 10) == pytest.approx(0.0, abs=1e-9)
+    assert mushra_expected(family, thr + 0.1) == pytest.approx(100 * (1 - 1 / (1 + math.exp(-slope * 0.1))), rel=1e-12)
+    assert mushra_expected("eq", 1.0) < 1.0  # the low anchor (500 Hz low-pass) is heard by design
+
+
+def test_simulated_mushra_writes_the_canonical_csv(mushra0) -> None:
+    rows = _rows(mushra0.csv)
+    assert list(rows[0]) == ["ref", "test", "score", "listener", "item", "condition", "scale", "trial"]
+    per_trial = MUSHRA_LEVELS + 2  # the conditions, the hidden reference and the low anchor
+    assert len(rows) == mushra0.rows == 5 * 2 * len(MUSHRA_FAMILIES) * per_trial
+    assert len(mushra0.trials) == 2 * len(MUSHRA_FAMILIES)
+    assert mushra0.listeners == [f"simulated-listener-0-{k}" for k in range(4)] + ["simulated-listener-0-4-unreliable"]
+    assert mushra0.unreliable == "simulated-listener-0-4-unreliable"
+    assert {r["scale"] for r in rows} == {"mushra"}
+    assert all(r["score"].isdigit() and 0 <= int(r["score"]) <= 100 for r in rows)
+    hidden = [r for r in rows if r["condition"] == "reference"]
+    assert all(r["ref"] == r["test"] for r in hidden) and len(hidden) == 5 * len(mushra0.trials)
+    reliable = [int(r["score"]) for r in hidden if not r["listener"].endswith("unreliable")]
+    assert min(reliable) >= 100 - 4 * MUSHRA_HIDDEN_SD  # 100 − |N(0, 3)|: below 88 once in ~16,000 draws
+    unreliable = [int(r["score"]) for r in hidden if r["listener"].endswith("unreliable")]
+    assert all(30 <= s <= 80 for s in unreliable)
+
+
+def test_simulated_mushra_scores_follow_severity_and_the_anchor_is_low(mushra0) -> None:
+    rows = [r for r in _rows(mushra0.csv) if not r["listener"].endswith("unreliable")]
+
+    def mean(condition: str) -> float:
+        return float(np.mean([int(r["score"]) for r in rows if r["condition"] == condition]))
+
+    # Means over 4 listeners × 2 items (× 2 trials for the anchor): the noise (sd 8, 8 draws) and the
+    # listeners' biases (sd 5, 4 draws) give a standard error of sqrt(64/8 + 25/4) ≈ 3.8 points;
+    # clipping at 0 lifts means near the bottom by at most E|N(0, 9.4)|/2 ≈ 3.8. 20 points is > 4σ + that.
+    for fam in MUSHRA_FAMILIES:
+        for s in ladder(MUSHRA_LEVELS):
+            assert abs(mean(f"{fam}:{s:.3f}") - float(mushra_expected(fam, s))) < 20
+    assert mean("anchor") < 20 and mean("reference") > 95
+
+
+def test_simulated_mushra_is_deterministic_and_its_audio_ignores_the_seed(items, mushra0, tmp_path: Path) -> None:
+    again = simulate_mushra(items, tmp_path / "again", listeners=5, families=MUSHRA_FAMILIES, levels=MUSHRA_LEVELS,
+                            seed=0, unreliable=4)  # fmt: skip
+    assert again.csv.read_bytes() == mushra0.csv.read_bytes()
+    assert _audio(again.csv.parent) == _audio(mushra0.csv.parent)
+    other = simulate_mushra(items, tmp_path / "other", listeners=2, families=MUSHRA_FAMILIES, levels=MUSHRA_LEVELS,
+                            seed=1)  # fmt: skip
+    assert _audio(other.csv.parent) == _audio(mushra0.csv.parent)
+    assert [r["score"] for r in _rows(other.csv)] != [r["score"] for r in _rows(mushra0.csv)][: other.rows]
+    assert other.unreliable is None
+    with pytest.raises(ValueError, match="not a listener number"):
+        simulate_mushra(items, tmp_path / "bad", listeners=2, unreliable=2)
+    with pytest.raises(ValueError, match="unknown perturbation family"):
+        simulate_mushra(items, tmp_path / "bad", families=("chorus",))
+
+
+def test_simulated_mushra_reads_back_with_the_unreliable_listener_screened_out(mushra0) -> None:
+    rf = read_ratings(mushra0.csv)
+    assert {q.kind for q in rf.quarantine} == {"post-screening"}
+    assert {r.listener for r in rf.rows} == set(mushra0.listeners) - {mushra0.unreliable}
+    assert len(rf.quarantine) == mushra0.rows // 5
