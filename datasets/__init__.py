@@ -13,6 +13,7 @@ from .judgments import (
 )
 from .listener import MushraSummary, SimulationSummary, simulate_judgments, simulate_mushra
 from .ratings import (
+    HIGHER_IS_BETTER,
     SCALES,
     Rating,
     RatingFile,
@@ -24,6 +25,7 @@ from .ratings import (
 )
 
 __all__ = [
+    "HIGHER_IS_BETTER",
     "AUDIO_EXTENSIONS",
     "QUARANTINE_KINDS",
     "SCALES",

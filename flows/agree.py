@@ -20,10 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LISTENER_SIGN", "AgreeError", "MetricResult", "agree", "score_stimuli"]
-
-# +1: a higher listener score means better quality; jnd (1 = "different from the reference") is the opposite.
-LISTENER_SIGN = {"mushra": 1, "mos": 1, "preference": 1, "jnd": -1}
+__all__ = ["AgreeError", "MetricResult", "agree", "score_stimuli"]
 
 
 class AgreeError(ValueError):
@@ -137,7 +134,7 @@ def agree(
     for rating files without a scale column / webMUSHRA exports (their test config). Raises
     :class:`AgreeError` when nothing can be measured; a metric that cannot run or a pair it cannot
     score is a failure in the summary."""
-    from jndqa.datasets import RatingFileError, read_ratings, stimulus_means
+    from jndqa.datasets import HIGHER_IS_BETTER, RatingFileError, read_ratings, stimulus_means
     from jndqa.metric.plugin import MetricError, load_metric
     from jndqa.stats import agreement
 
@@ -162,14 +159,14 @@ def agree(
 
         store = Store(db)
         for rf in files:
-            store.ingest_ratings(rf)
+            store.ingest_ratings(rf.file_row(), [r.row() for r in rf.rows], [q.row() for q in rf.quarantine])
     stimuli = stimulus_means(rows)
     scales = sorted({s.scale for s in stimuli})
     if not stimuli:
         raise AgreeError("no usable ratings: " + ("; ".join(f["reason"] for f in failures) or "every row quarantined"))
     if len(scales) > 1:
         raise AgreeError(f"ratings on several scales ({', '.join(scales)}): measure one listening test at a time")
-    sign = LISTENER_SIGN[scales[0]]
+    sign = 1 if HIGHER_IS_BETTER[scales[0]] else -1  # jnd: 1 = "different", against quality
     listener = np.array([sign * s.mean for s in stimuli])
     items = [s.item for s in stimuli]
     conditions = [s.condition or "" for s in stimuli]

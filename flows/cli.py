@@ -386,7 +386,8 @@ def cmd_agree(args: argparse.Namespace) -> int:
         print(json.dumps(summary))
     else:
         print(f"{summary['stimuli']} stimuli, {summary['items']} items, {summary['conditions']} conditions, "
-              f"{summary['listeners']} listeners ({summary['scale']}); {summary['quarantined']} quarantined")  # fmt: skip
+              f"{summary['listeners']} listeners ({summary['scale']}); "
+              f"{summary['quarantined']} ratings quarantined")  # fmt: skip
         print(f"  {'metric':24s} {'stimulus':>9s} {'95% CI':>17s} {'within':>8s} {'system':>8s} {'s/stim':>8s}")
         for m in summary["metrics"]:
 
