@@ -25,8 +25,8 @@ from .ratings import (
 )
 
 __all__ = [
-    "HIGHER_IS_BETTER",
     "AUDIO_EXTENSIONS",
+    "HIGHER_IS_BETTER",
     "QUARANTINE_KINDS",
     "SCALES",
     "CorpusFailure",
