@@ -25,7 +25,7 @@ from jndqa.metric import (
     load_metric,
 )
 
-BUILT_IN = ["dpam"]
+BUILT_IN = ["dpam", "pesq", "visqol", "visqol-speech", "zimtohrli"]
 N = 11025  # 0.5 s of the release's sample clips: dense costs 133x the release network per sample
 
 
@@ -162,7 +162,7 @@ def test_a_users_metric_is_found_through_its_entry_point(tmp_path):
         import numpy as np
         from jndqa.metric import MetricUnavailable, available_metrics, load_metric
         names = available_metrics()
-        assert {"mine", "broken", "notmetric", "dpam"} <= set(names), names
+        assert {"mine", "broken", "notmetric", "zimtohrli"} <= set(names), names
         m = load_metric("mine", scale=2.0)
         ref = np.zeros(16, np.float32)
         [s] = m.score(ref, [np.full(16, 0.25, np.float32)], 16000)
@@ -185,12 +185,12 @@ def test_a_users_metric_is_found_through_its_entry_point(tmp_path):
     assert "gave int, not a jndqa.metric.Metric" in lines["notmetric"]
 
 
-def test_plugin_interface_does_not_need_torch(tmp_path):
-    """The rooms: the interface and the model identity import numpy and soxr, not torch (nor ffmpeg,
-    DuckDB, Prefect); every name of jndqa.metric still resolves, torch's on first use."""
+def test_plugin_interface_and_peers_do_not_need_torch(tmp_path):
+    """The rooms: the interface, the model identity and the peers import numpy and soxr, not torch (nor
+    ffmpeg, DuckDB, Prefect); every name of jndqa.metric still resolves, torch's on first use."""
     code = textwrap.dedent("""
         import sys
-        import jndqa.metric, jndqa.metric.plugin
+        import jndqa.metric, jndqa.metric.plugin, jndqa.peers
         from jndqa.metric import ModelRef, load_metric
         load_metric("dpam")  # built lazily: no torch until it scores
         bad = [m for m in ("torch", "prefect", "duckdb", "ffmpeg", "plotly") if m in sys.modules]
