@@ -39,13 +39,13 @@ sysdeps:
 
 venv: $(VENV)/.installed
 
-# torch first, pinned to the CPU wheel; then the project with its test extras.
+# torch first, pinned to the CPU wheel; then the project with its test extras and the peer metrics.
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 2; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH_PIN)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test,peers]'
 	touch $@
 
 clean:
