@@ -33,7 +33,8 @@ class MetricResult:
 
     metric: str
     version: str
-    variant: str
+    variant: str  # the settings that change its numbers (Metric.key's third part)
+    protocol: str | None  # DPAM's protocol; a peer's variant (e.g. ViSQOL's mapping)
     orientation: str
     values: list[float | None]
     failures: list[dict] = field(default_factory=list)
@@ -64,7 +65,10 @@ def score_stimuli(metric: Any, stimuli: Sequence[Any], *, align: bool = True,
 
     from .pairing import align_pair
 
-    result = MetricResult(metric.id, metric.version, getattr(metric, "variant", ""), metric.orientation,
+    variant = getattr(metric, "variant", "")
+    model = getattr(metric, "model", None)  # DPAM's ModelRef
+    protocol = model.protocol_key if model is not None else (variant or None)
+    result = MetricResult(metric.id, metric.version, variant, protocol, metric.orientation,
                           [None] * len(stimuli), offsets=[None] * len(stimuli))  # fmt: skip
     by_ref: dict[Path, list[int]] = {}
     for i, s in enumerate(stimuli):
@@ -187,7 +191,7 @@ def agree(
         res = score_stimuli(metric, stimuli, align=align)
         failures += res.failures
         ok = [i for i, v in enumerate(res.values) if v is not None]
-        entry: dict[str, Any] = {"metric": res.metric, "protocol": res.variant or None, "version": res.version,
+        entry: dict[str, Any] = {"metric": res.metric, "protocol": res.protocol, "version": res.version,
                                  "orientation": res.orientation, "scored": len(ok),
                                  "seconds_per_stimulus": round(res.seconds, 4)}  # fmt: skip
         if len(ok) >= 2:

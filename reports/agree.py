@@ -31,7 +31,7 @@ def _scatter(result: Any, stimuli: Sequence[Any]) -> dict:
             ys.append(s.mean)
             text.append(figures.plotly_text(f"{s.item} / {s.condition or ''}"))
     axis = "distance (lower is better)" if result.orientation == "distance" else "quality (higher is better)"
-    name = result.metric + (f" ({result.variant})" if result.variant else "")
+    name = result.metric + (f" ({result.protocol})" if result.protocol else "")
     return {
         "data": [{"type": "scatter", "mode": "markers", "x": xs, "y": ys, "text": text, "name": name,
                   "hovertemplate": "%{text}<br>metric %{x:.4g}<br>listeners %{y:.3g}<extra></extra>"}],
@@ -75,9 +75,11 @@ def render_agree_page(summary: dict, stimuli: Sequence[Any], results: Sequence[A
             row[k] = _fmt(m.get(k))
             row[f"{k}_ci"] = _ci(m.get(f"{k}_ci"))
         rows.append(row)
+    failures = [{"what": " ".join(str(f[k]) for k in ("metric", "file", "test") if f.get(k)), "reason": f["reason"]}
+                for f in summary["failures"]]  # fmt: skip
     page = environment().get_template("agree.html.j2").render(
-        root="", title="agreement with listeners", s=summary, rows=rows, systems=fig(_systems(stimuli)),
-        scatters=[fig(_scatter(r, stimuli)) for r in results],
+        root="", title="agreement with listeners", s=summary, rows=rows, failures=failures,
+        systems=fig(_systems(stimuli)), scatters=[fig(_scatter(r, stimuli)) for r in results],
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), version=jndqa_version(), db="ratings files",
     )  # fmt: skip
     path = root / "index.html"

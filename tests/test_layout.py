@@ -15,13 +15,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = ["flows", "metric", "variants", "store", "reports", "datasets", "stats"]
+FOLDERS = ["flows", "metric", "variants", "store", "reports", "datasets", "stats", "peers"]
 # What each folder's code must not import (a name, or anything under it).
 ROOMS = {
     "metric": "prefect duckdb ffmpeg plotly jndqa.store jndqa.flows jndqa.variants jndqa.reports".split(),
     "variants": "jndqa.metric jndqa.store jndqa.flows jndqa.reports torch".split(),
     "store": "torch soundfile jndqa.metric jndqa.variants jndqa.flows".split(),
     "reports": "jndqa.flows prefect".split(),
+    # the peer metrics know the plugin interface only: no torch, DPAM, store, flows or ffmpeg
+    "peers": "torch prefect duckdb ffmpeg jndqa.store jndqa.flows jndqa.variants jndqa.reports jndqa.metric.score "
+    "jndqa.metric.network jndqa.metric.dense".split(),
 }
 # jndqa.stats imports only these and the standard library.
 STATS_MAY_IMPORT = ["numpy", "scipy", "jndqa.stats"]
