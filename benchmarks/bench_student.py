@@ -14,7 +14,7 @@ fluidsynth music excerpt, the same five degradations, shifts and trims, the same
 3. speed: seconds per test of 10 s with one reference reused for 5 tests, on this machine's
    cores, for official, dense and student; real-time factor (goal: student >= 100x).
 Held-out agreement with the teacher (Spearman, median relative error) is printed from the
-weights' metadata, measured by benchmarks/train_student.py.
+weights' metadata, measured by benchmarks/train_student.py (:mod:`jndqa.flows.student`).
 """
 
 from __future__ import annotations

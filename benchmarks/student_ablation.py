@@ -1,20 +1,16 @@
-"""Why the student low-passes before it decimates: the ablation behind ``jndqa.metric.student``'s
-docstring.
+"""Why the student low-passes before it decimates: the official weights, untrained, as a
+"partial dense" network.
 
     .venv/bin/python benchmarks/student_ablation.py --corpus demo-work/corpus --db student/teacher.duckdb
 
-On the teacher pairs of ``benchmarks/train_student.py`` (same corpus, seed, segments and cache;
-nothing is recomputed when the cache is warm; held out: the items whose path's sha256 is 0 mod 4,
-the first student's split), the official weights are evaluated without any
-training as a "partial dense" network: layers ``0 … k − 1`` decimated at one phase, as the
-official network does, and layers ``k … 13`` à trous on the ``2**k``-sample grid (the dense
-protocol at ``1 / 2**k`` of its positions). Printed per ``k``: held-out agreement with the
-dense teacher (Spearman, median relative error) and the relative change of the distance when
-both signals lose their first sample (a one-sample shift moves the decimation phase).
-
-Measured on the demo corpus (1,200 pairs, teacher data hash a88624fa54378ff5, 300 held out):
-k = 5: Spearman 0.9888, median relative error 0.104, one-sample shift median 13 %, worst 131 %;
-k = 6: 0.9833, 0.154, 16 %, 148 %.
+On the teacher pairs of :mod:`jndqa.flows.student` (same corpus, seed, segments and cache;
+nothing is recomputed when the cache is warm; held out: the items whose path's sha256 is 0 mod
+4), the official weights are evaluated without any training as a "partial dense" network:
+layers ``0 … k − 1`` decimated at one phase, as the official network does, and layers ``k … 13``
+à trous on the ``2**k``-sample grid (the dense protocol at ``1 / 2**k`` of its positions).
+Printed per ``k``: held-out agreement with the dense teacher (Spearman, median relative error)
+and the relative change of the distance when both signals lose their first sample (a one-sample
+shift moves the decimation phase). The README's "The fast student" quotes the result.
 """
 
 from __future__ import annotations

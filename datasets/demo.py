@@ -23,7 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["BUILDER_VERSION", "DemoCorpus", "build_demo_corpus"]
+__all__ = [
+    "BUILDER_VERSION",
+    "DemoCorpus",
+    "build_demo_corpus",
+    "excerpt",
+    "read_audio",
+    "render_midi",
+    "speak_festival",
+    "write_item",
+]
 
 BUILDER_VERSION = "1"
 
@@ -58,14 +67,16 @@ def _run(cmd: list[str], timeout: float = 120.0, **kw) -> subprocess.CompletedPr
     return subprocess.run(cmd, capture_output=True, timeout=timeout, check=True, **kw)
 
 
-def _read(path: Path) -> tuple[np.ndarray, int]:
+def read_audio(path: Path) -> tuple[np.ndarray, int]:
+    """An audio file as float32 ``[frames, channels]`` and its rate."""
     import soundfile as sf
 
     data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     return data, int(rate)
 
 
-def _write(path: Path, data: np.ndarray, rate: int) -> None:
+def write_item(path: Path, data: np.ndarray, rate: int) -> None:
+    """Write a corpus item as 16-bit PCM, scaled down to a 0.98 peak if it is louder."""
     import soundfile as sf
 
     peak = float(np.abs(data).max()) if data.size else 0.0
@@ -74,7 +85,7 @@ def _write(path: Path, data: np.ndarray, rate: int) -> None:
     sf.write(str(path), data, rate, subtype="PCM_16")
 
 
-def _trim(data: np.ndarray, rate: int, seconds: float, start: float = 0.0) -> np.ndarray:
+def excerpt(data: np.ndarray, rate: int, seconds: float, start: float = 0.0) -> np.ndarray:
     """An excerpt of ``seconds`` from ``start``, with 10 ms fades so it starts and ends cleanly."""
     a = int(start * rate)
     x = data[a : a + int(seconds * rate)].copy()
@@ -86,7 +97,8 @@ def _trim(data: np.ndarray, rate: int, seconds: float, start: float = 0.0) -> np
     return x
 
 
-def _festival(text: str, voice: str, out: Path) -> None:
+def speak_festival(text: str, voice: str, out: Path) -> None:
+    """``text`` read by festival's ``voice`` (e.g. ``voice_kal_diphone``) into the WAV file ``out``."""
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
         f.write(text)
     try:
@@ -99,7 +111,8 @@ def _espeak(text: str, voice: str, out: Path) -> None:
     _run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(out), text])
 
 
-def _fluidsynth(midi: Path, out: Path, rate: int = 44100) -> None:
+def render_midi(midi: Path, out: Path, rate: int = 44100) -> None:
+    """A General MIDI file rendered by fluidsynth with the TimGM6mb soundfont into the WAV file ``out``."""
     _run(["fluidsynth", "-ni", "-q", "-g", "0.7", "-r", str(rate), "-F", str(out), str(SOUNDFONT), str(midi)],
          timeout=300)  # fmt: skip
 
@@ -159,7 +172,7 @@ def build_demo_corpus(dest: str | Path, *, log: Callable[[str], None] = print, f
     tmp = Path(tempfile.mkdtemp(prefix="jndqa-demo-"))
 
     def add(rel: str, data: np.ndarray, rate: int, tags: str, source: str) -> None:
-        _write(root / rel, data, rate)
+        write_item(root / rel, data, rate)
         rows.append({"path": rel, "tags": tags, "source": source})
         log(f"  {rel:28s} {len(data) / rate:4.1f} s  {rate} Hz  {data.shape[1]} ch  ({source})")
 
@@ -181,9 +194,9 @@ def build_demo_corpus(dest: str | Path, *, log: Callable[[str], None] = print, f
 
             def make(k=k, voice=voice, name=name):
                 out = tmp / f"fest{k}.wav"
-                _festival(SENTENCES[k], voice, out)
-                data, rate = _read(out)
-                return _trim(data, rate, min(8.0, len(data) / rate)), rate, name
+                speak_festival(SENTENCES[k], voice, out)
+                data, rate = read_audio(out)
+                return excerpt(data, rate, min(8.0, len(data) / rate)), rate, name
 
             attempt(make, lambda k=k: _synth_speech(22050, 6.0, k), 22050, f"speech/festival_{k}.wav",
                     "speech", "festival")  # fmt: skip
@@ -192,8 +205,8 @@ def build_demo_corpus(dest: str | Path, *, log: Callable[[str], None] = print, f
             def make(k=k, voice=voice):
                 out = tmp / f"espeak{k}.wav"
                 _espeak(SENTENCES[2 + k], voice, out)
-                data, rate = _read(out)
-                return _trim(data, rate, min(8.0, len(data) / rate)), rate, f"espeak-ng {voice}"
+                data, rate = read_audio(out)
+                return excerpt(data, rate, min(8.0, len(data) / rate)), rate, f"espeak-ng {voice}"
 
             attempt(make, lambda k=k: _synth_speech(22050, 6.0, 10 + k), 22050, f"speech/espeak_{k}.wav",
                     "speech", "espeak-ng")  # fmt: skip
@@ -202,7 +215,7 @@ def build_demo_corpus(dest: str | Path, *, log: Callable[[str], None] = print, f
             names = ["Front_Left", "Front_Center", "Front_Right", "Rear_Left", "Rear_Right"]
             parts = []
             for n in names:
-                data, rate = _read(ALSA_DIR / f"{n}.wav")
+                data, rate = read_audio(ALSA_DIR / f"{n}.wav")
                 parts += [data, np.zeros((int(0.15 * rate), data.shape[1]), np.float32)]
             return np.concatenate(parts), rate, "alsa-utils recordings"
 
@@ -210,9 +223,9 @@ def build_demo_corpus(dest: str | Path, *, log: Callable[[str], None] = print, f
 
         def festival_long():
             out = tmp / "fest_long.wav"
-            _festival(SENTENCES[4], "voice_cmu_us_slt_arctic_hts", out)
-            data, rate = _read(out)
-            return _trim(data, rate, min(9.0, len(data) / rate)), rate, "festival slt"
+            speak_festival(SENTENCES[4], "voice_cmu_us_slt_arctic_hts", out)
+            data, rate = read_audio(out)
+            return excerpt(data, rate, min(9.0, len(data) / rate)), rate, "festival slt"
 
         attempt(festival_long, lambda: _synth_speech(16000, 8.0, 30), 16000, "speech/festival_2.wav", "speech",
                 "festival")  # fmt: skip
@@ -224,19 +237,19 @@ def build_demo_corpus(dest: str | Path, *, log: Callable[[str], None] = print, f
                 out = tmp / f"midi{k}.wav"
                 if not SOUNDFONT.is_file():
                     raise FileNotFoundError(SOUNDFONT)
-                _fluidsynth(MIDI_DIR / midi, out)
-                data, rate = _read(out)
+                render_midi(MIDI_DIR / midi, out)
+                data, rate = read_audio(out)
                 if len(data) < 10 * rate:
                     raise ValueError("render too short")
-                return _trim(data, rate, 8.0, start=2.0), rate, f"fluidsynth {midi}"
+                return excerpt(data, rate, 8.0, start=2.0), rate, f"fluidsynth {midi}"
 
             attempt(make, lambda k=k: _synth_music(44100, 8.0, 40 + k), 44100, f"music/blupi_{k}.wav", "music",
                     "fluidsynth/MIDI")  # fmt: skip
         for k, name in enumerate(["frozen-mainzik-1p.ogg", "frozen-mainzik-2p.ogg"]):
 
             def make(k=k, name=name):
-                data, rate = _read(FB_DIR / name)
-                return _trim(data, rate, 8.0, start=20.0 + 10 * k), rate, f"fb-music-high {name}"
+                data, rate = read_audio(FB_DIR / name)
+                return excerpt(data, rate, 8.0, start=20.0 + 10 * k), rate, f"fb-music-high {name}"
 
             attempt(make, lambda k=k: _synth_music(44100, 8.0, 50 + k), 44100, f"music/frozen_{k}.wav", "music",
                     "fb-music-high")  # fmt: skip

@@ -1,11 +1,11 @@
-"""More recordings for the fast student's teacher data (issue 8), from the demo corpus's Debian
-packages: about 40 items of 8 s that are not in the demo corpus.
+"""More recordings for the fast student's teacher data, from the demo corpus's Debian packages:
+about 40 items of 8 s that are not in the demo corpus.
 
     .venv/bin/python -m jndqa.datasets.student_corpus student-work/extra
 
-The student trained on the 12 demo items alone fits its training recordings far better than
-unseen ones (median relative error 10 % against 21 %): it needs more recordings, not more
-segments of the same ones. This builder adds, without downloading anything:
+A student trained on the demo items alone fits its training recordings far better than unseen
+ones: it needs more recordings, not more segments of the same ones. This builder adds, without
+downloading anything:
 
 - music: the ten ``planetblupi-music-midi`` pieces rendered by fluidsynth (TimGM6mb), excerpts
   other than the demo's; excerpts of the three ``fb-music-high`` soundtracks other than the
@@ -13,7 +13,7 @@ segments of the same ones. This builder adds, without downloading anything:
 - speech: espeak-ng in twelve other voices, languages, speeds and pitches (the Harvard sentences);
   festival's two voices reading sentences the demo items do not.
 
-It leaves out every source of the first student's held-out items (``music003.mid``, the
+It leaves out the sources of the demo items that the training holds out (``music003.mid``, the
 alsa-utils recordings, espeak-ng's ``en-us`` voice), so those stay unseen recordings. Items keep
 their sources' rates; a source that fails is skipped and reported (this is training material, a
 stand-in would teach the student nothing).
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .demo import FB_DIR, MIDI_DIR, SENTENCES, SOUNDFONT, _festival, _fluidsynth, _read, _trim, _write
+from .demo import FB_DIR, MIDI_DIR, SENTENCES, SOUNDFONT, excerpt, read_audio, render_midi, speak_festival, write_item
 
 __all__ = ["build_student_corpus"]
 
@@ -81,7 +81,7 @@ def build_student_corpus(dest: str | Path, *, log: Callable[[str], None] = print
         except (OSError, subprocess.SubprocessError, RuntimeError, ValueError) as exc:
             log(f"  {rel}: skipped ({source}: {type(exc).__name__}: {exc})")
             return
-        _write(root / rel, data, rate)
+        write_item(root / rel, data, rate)
         rows.append({"path": rel, "tags": tags, "source": source})
         log(f"  {rel:32s} {len(data) / rate:4.1f} s  {rate} Hz  {data.shape[1]} ch  ({source})")
 
@@ -93,23 +93,23 @@ def build_student_corpus(dest: str | Path, *, log: Callable[[str], None] = print
                 if not need.is_file():
                     raise FileNotFoundError(f"{need} is missing (install the Debian packages: make setup)")
             out = tmp / f"{midi}.wav"
-            _fluidsynth(MIDI_DIR / midi, out)
-            sources[midi] = _read(out)
+            render_midi(MIDI_DIR / midi, out)
+            sources[midi] = read_audio(out)
         data, rate = sources[midi]
         if len(data) < (start + SECONDS) * rate:
             raise ValueError(f"render is {len(data) / rate:.0f} s, too short for an excerpt at {start:.0f} s")
-        return _trim(data, rate, SECONDS, start=start), rate
+        return excerpt(data, rate, SECONDS, start=start), rate
 
     def soundtrack_excerpt(name: str, start: float) -> tuple[np.ndarray, int]:
         if name not in sources:
-            sources[name] = _read(FB_DIR / name)
+            sources[name] = read_audio(FB_DIR / name)
         data, rate = sources[name]
-        return _trim(data, rate, SECONDS, start=start), rate
+        return excerpt(data, rate, SECONDS, start=start), rate
 
     def effects() -> tuple[np.ndarray, int]:
         parts = []
         for name in EFFECTS:
-            data, rate = _read(FB_DIR / f"{name}.ogg")
+            data, rate = read_audio(FB_DIR / f"{name}.ogg")
             if data.shape[1] == 1:
                 data = np.repeat(data, 2, axis=1)
             parts += [data, np.zeros((int(0.2 * rate), 2), np.float32)]
@@ -118,8 +118,8 @@ def build_student_corpus(dest: str | Path, *, log: Callable[[str], None] = print
     def speech(render: Callable[[Path], None], name: str) -> tuple[np.ndarray, int]:
         out = tmp / f"{name}.wav"
         render(out)
-        data, rate = _read(out)
-        return _trim(data, rate, min(SECONDS, len(data) / rate)), rate
+        data, rate = read_audio(out)
+        return excerpt(data, rate, min(SECONDS, len(data) / rate)), rate
 
     try:
         log(f"building the student's extra corpus in {root}")
@@ -143,7 +143,7 @@ def build_student_corpus(dest: str | Path, *, log: Callable[[str], None] = print
             name = f"festival_{'slt' if 'slt' in voice else 'kal'}_{sentence}"
 
             def read(out, voice=voice, sentence=sentence):
-                _festival(SENTENCES[sentence], voice, out)
+                speak_festival(SENTENCES[sentence], voice, out)
 
             add(f"speech/{name}.wav", lambda r=read, n=name: speech(r, n), "speech", f"festival {voice}")
     finally:

@@ -2,7 +2,7 @@
 
 This is jndqa's protocol, not the paper's. The official network decimates by 2
 in 13 of its 14 layers, so its result depends on where the sampling grid falls
-(a one-sample shift can change it by 80 %) and its last layers are normalised
+(a one-sample shift of the input moves it) and its last layers are normalised
 over a handful of time steps. ``dense`` evaluates the same weights at every
 decimation phase at once (the "algorithme à trous"):
 
@@ -20,13 +20,9 @@ normalised with its own statistics, like a clip of its own; the item's distance 
 length-weighted mean over windows, and the per-window series is returned. Why per window:
 exact per-item statistics need the whole item's features at once (4 KB per sample: 1.4 GB for
 16 s), and every layer's statistics depend on the layers below, so "two passes" would really be
-fourteen. Measured by ``benchmarks/bench_dense.py`` on 16 s clips under five degradations, the
-per-window distance differs from the whole-item one by a median 3.1 % (worst 9.3 %) with 8 s / 4 s
-windows, against 4.1 % (9.2 %) with 4 s / 2 s and 2.3 % (9.0 %) with 4 s / 4 s; 8 s / 4 s is the
-most stable windowed setting on those clips (worst change 1.2 % under MP3 64k for 1- and
-1001-sample shifts and a 1-sample trim), and clips up to 8 s, such as the stability benchmark's
-7.5 s excerpts, are a single window, i.e. exactly per item (130 shift/trim cases: median
-0.004 %, worst 0.996 %; with 4 s / 2 s the worst was 3.9 %).
+fourteen. A clip no longer than a window is scored with exactly its own statistics.
+``benchmarks/bench_dense.py`` measures how far the per-window distance is from the whole-item
+one, and the stability of each window setting, side by side with ``official``.
 
 Speed: a layer is three GEMMs over a time-major ``[T, C]`` layout (one per
 kernel tap, each reading a contiguous row range of the zero-padded input), the

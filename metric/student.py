@@ -1,25 +1,22 @@
 """A fast student of the dense protocol: DPAM's shape, anti-aliased decimation.
 
-The dense protocol (:mod:`jndqa.metric.dense`) is stable and monotone but costs 133x the
-official network's FLOPs. It is the official network evaluated at every decimation phase (the
-"algorithme à trous"); the official network is one phase, so on some material its score moves
-by up to 80 % when the signal moves by a sample (``benchmarks/bench_dense.py``; on the release's
-sample clips it moves by less than 0.1 %). The student keeps the official architecture's shape (14 layers,
-kernel 3, 32/64/128 channels, leaky ReLU 0.2, per-signal normalisation without scale, the
-per-layer channel-weighted L1 distance), starts from the official weights, and is trained to
-reproduce the dense distances (``benchmarks/train_student.py``):
+The dense protocol (:mod:`jndqa.metric.dense`) is the official network evaluated at every
+decimation phase (the "algorithme à trous"): stable when the signal moves by a sample, but far
+more expensive than the official network, which is one phase. The student keeps the official
+architecture's shape (14 layers, kernel 3, 32/64/128 channels, leaky ReLU 0.2, per-signal
+normalisation without scale, the per-layer channel-weighted L1 distance), starts from the
+official weights, and is trained to reproduce the dense distances (:mod:`jndqa.flows.student`
+trains it; :func:`finetune` and :func:`fit_channel_weights` are its steps):
 
 - layers ``0 … dense_from − 1`` decimate without aliasing: convolution at stride 1 →
-  normalisation → leaky ReLU → a fixed binomial low-pass (``[1, 4, 6, 4, 1] / 16``; the retired
-  v1 had ``[1, 2, 1] / 4``, which left the worst one-sample shift at 5.5-7 %) → keep every other
-  sample ("BlurPool", Zhang 2019, "Making Convolutional Networks Shift-Invariant Again");
+  normalisation → leaky ReLU → a fixed low-pass ``blur`` (an odd number of taps summing to 1;
+  :data:`BLUR`, the binomial ``[1, 4, 6, 4, 1] / 16``, by default) → keep every other sample
+  ("BlurPool", Zhang 2019, "Making Convolutional Networks Shift-Invariant Again");
 - layers ``dense_from … 13`` are not decimated: layer ``i`` is dilated by ``2**(i − dense_from)``
   on the ``2**dense_from``-sample grid the BlurPool layers leave, i.e. its taps are ``2**i``
-  samples apart as in the dense protocol, and it is evaluated at every point of that grid. With
-  ``dense_from = 5`` (v3; v2 had 8) these layers see 5,513 steps per 8 s window (the official
-  network's layer 12 sees 22), so their per-signal statistics, like the dense protocol's, are
-  taken over thousands of steps, and the deep decimation phases are averaged as the dense
-  protocol averages them;
+  samples apart as in the dense protocol, and it is evaluated at every point of that grid, so
+  its per-signal statistics are taken over every step of the window, as the dense protocol's
+  are. With ``dense_from = 0`` the student is the dense protocol itself (a test checks it);
 - every layer normalises each signal with its own statistics over time (mean, biased variance,
   epsilon 0.001, then beta), as the official network and the dense protocol do;
 - layer ``i``'s distance term is ``mean_c |w_i[c]| · mean_t |A − B|`` over its activations
@@ -28,29 +25,17 @@ reproduce the dense distances (``benchmarks/train_student.py``):
   of its own and the distance is the mean over windows, so the student and its teacher see the
   same material.
 
-Why the low-pass, measured on the teacher pairs: the official weights evaluated at one phase of
-layers 0-4 (decimated as the official network does) and à trous from layer 5 agree with the
-teacher to Spearman 0.989 on held-out pairs without any training, but a one-sample shift of the
-input changes that score by a median 13 % (worst 131 %), because the shallow phase is fixed
-(``benchmarks/student_ablation.py``). The low-pass is what makes the student shift-robust; training makes it
-agree.
-
-What limits its agreement with the teacher, measured on held-out recordings (v3, trained on 45
-recordings, 7 held out): the low-pass changes what every later layer sees. Layer 0 runs at the
-full rate and matches the teacher's layer 0 to 0.8 % (median absolute deviation of the log ratio
-of the layer terms); one low-pass deeper, layer 1 is off by 10 %, layers 2-7 by 7-12 %, and the
-à-trous layers 8-13, which carry nine tenths of the distance (layers 11-13: 73 %), by 12-15 %
-(v2, à trous from layer 8: 17-21 %). Moving the à-trous layers down from 8 to 5 took the median
-relative error from 16.7 % to 11.8 %; training on more recordings (9 → 38 training recordings)
-took it on the first student's three held-out items from 20 % to 17.5 % (v2); the training
-pairs reach 6 %.
+Files (:func:`save_student`, :func:`load_student`): the parameters as safetensors, format
+:data:`STUDENT_FORMAT`, the layout (``dense_from``, ``blur`` as a JSON list) and ``model_id``
+in the metadata, with whatever provenance the trainer adds. The committed student is
+:data:`STUDENT_VERSION` (:func:`student_weights`); :data:`RETIRED_STUDENTS` names the earlier
+ones and why they went.
 
 Input contract: mono, 22,050 Hz, int16 scale (as :func:`jndqa.metric.prepare_samples` gives),
 ``[L]`` or ``[N, L]``. Cost: the BlurPool layers run at their input's rate (twice the official
-network's), the à-trous layers at 1/32 of the sample rate; about 10,100 multiply-adds per
-sample (v2, à trous from layer 8: 4,200) against the dense protocol's 240,000 and the official
-network's 1,800. Most of the time goes to the element-wise work of layers 0-1 at the full and
-half rate, so v3 takes about 1.4x v2's time (``benchmarks/bench_student.py`` measures speed).
+network's), the à-trous layers at ``1 / 2**dense_from`` of the sample rate
+(``benchmarks/bench_student.py`` measures the speed and stability, ``benchmarks/train_student.py``
+the agreement with the teacher).
 """
 
 from __future__ import annotations
@@ -86,8 +71,7 @@ RETIRED_STUDENTS = {
 }
 
 DENSE_FROM = 5  # layers 5-13 are à trous on a 32-sample grid: 5,513 steps per 8 s window
-BLUR = (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)  # binomial, 5 taps (v1, and files without "blur": [1, 2, 1] / 4)
-BLUR_V1 = (0.25, 0.5, 0.25)
+BLUR = (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)  # binomial, 5 taps
 
 
 def student_windows(length: int, window: int, hop: int) -> list[int]:
@@ -107,7 +91,6 @@ class StudentDPAM(nn.Module):
         parent: DPAM,
         *,
         dense_from: int = DENSE_FROM,
-        fixed_from: int | None = None,
         blur: Sequence[float] = BLUR,
         model_id: str = "dpam-student",
     ):
@@ -122,23 +105,14 @@ class StudentDPAM(nn.Module):
         self.channel_weights = p.channel_weights
         self.dense_from = int(dense_from)
         self.model_id = model_id
-        # Format 1 (the first committed student): layers from ``fixed_from`` on normalise with fixed,
-        # learned per-channel statistics (mean, log-variance) instead of each signal's own.
-        self.fixed_from = None if fixed_from is None else int(fixed_from)
-        if self.fixed_from is not None:
-            fixed = range(self.fixed_from, N_LAYERS)
-            self.fixed_mean = nn.ParameterList(nn.Parameter(torch.zeros(self.kernels[i].shape[0])) for i in fixed)
-            self.fixed_logvar = nn.ParameterList(nn.Parameter(torch.zeros(self.kernels[i].shape[0])) for i in fixed)
         if len(blur) % 2 != 1 or abs(sum(blur) - 1) > 1e-6:
             raise ValueError(f"blur must be an odd number of taps summing to 1, got {tuple(blur)}")
         self.register_buffer("blur", torch.tensor(blur, dtype=torch.float32).view(1, 1, -1), persistent=False)
         self.eval()
 
     # ---------------------------------------------------------------- layers
-    def _norm(self, i: int, y: Tensor) -> Tensor:
-        if self.fixed_from is not None and i >= self.fixed_from:
-            k = i - self.fixed_from
-            return (y - self.fixed_mean[k][None, :, None]) * torch.exp(-0.5 * self.fixed_logvar[k])[None, :, None]
+    @staticmethod
+    def _norm(y: Tensor) -> Tensor:
         mean = y.mean(-1, keepdim=True)
         var = (y - mean).square().mean(-1, keepdim=True)
         return (y - mean) * torch.rsqrt(var + EPSILON)
@@ -166,21 +140,21 @@ class StudentDPAM(nn.Module):
                 y = self._layer_inference(i, h, d)
             else:
                 y = F.conv1d(F.pad(h, (d, d)), self.kernels[i], dilation=d)
-                y = F.leaky_relu(self._norm(i, y) + self.betas[i][None, :, None], SLOPE)
+                y = F.leaky_relu(self._norm(y) + self.betas[i][None, :, None], SLOPE)
             out.append(y)
             h = self._blurpool(y, fast) if i < self.dense_from and layer_stride(i) == 2 else y
         return out
 
     def _layer_inference(self, i: int, h: Tensor, d: int) -> Tensor:
-        """Layer ``i`` without autograd, the same values to float rounding (distances to about
-        3e-6; a test compares): fewer passes over the activations, in place. Layer 0 (one input
-        channel at the full rate: the most expensive layer to run, not to compute) is one
-        convolution: each channel's mean and variance over time follow from the 3 x 3
-        covariance of the input's three shifted copies (in float64), so the normalisation and
-        beta fold into per-signal kernels and biases (about 1.4x the speed of the plain
-        layers on this machine; ``benchmarks/bench_student.py`` measures the scorer)."""
+        """Layer ``i`` without autograd: the trained layer's values up to the order of float
+        summation (a test compares them in float64), in fewer passes over the activations, in
+        place, in the student's dtype. Layer 0 (one input channel at the full rate: the most
+        expensive layer to run, not to compute) is one convolution: each channel's mean and
+        variance over time follow from the 3 x 3 covariance of the input's three shifted,
+        centred copies (in float64), so the normalisation and beta fold into per-signal kernels
+        and biases."""
         beta = self.betas[i]
-        if i == 0 and (self.fixed_from is None or self.fixed_from > 0):
+        if i == 0:
             n, length = h.shape[0], h.shape[-1]
             w = self.kernels[0][:, 0, :]  # [C, 3]
             xp = F.pad(h[:, 0].double(), (1, 1))
@@ -195,8 +169,6 @@ class StudentDPAM(nn.Module):
             y = F.conv1d(h.reshape(1, n, length), kernels, bias.reshape(-1), padding=1, groups=n)
             return F.leaky_relu_(y.reshape(n, -1, length), SLOPE)
         y = F.conv1d(h, self.kernels[i], padding=d, dilation=d)
-        if self.fixed_from is not None and i >= self.fixed_from:
-            return F.leaky_relu_(self._norm(i, y).add_(beta[None, :, None]), SLOPE)
         y.sub_(y.mean(-1, keepdim=True))
         scale = (y * y).mean(-1, keepdim=True).add_(EPSILON).rsqrt_()
         return F.leaky_relu_(y.mul_(scale).add_(beta[None, :, None]), SLOPE)
@@ -293,7 +265,7 @@ def distances_from_terms(student: StudentDPAM, terms: Tensor) -> Tensor:
 
 
 # ------------------------------------------------------------------- files
-STUDENT_FORMAT = "jndqa-dpam-student/2"  # 2: BlurPool layers, then à trous (1 had fixed deep statistics)
+STUDENT_FORMAT = "jndqa-dpam-student/2"  # BlurPool layers, then à trous; layout in the metadata
 
 
 def save_student(student: StudentDPAM, path, metadata: dict[str, str] | None = None):
@@ -306,7 +278,6 @@ def save_student(student: StudentDPAM, path, metadata: dict[str, str] | None = N
 
     tensors = {k: v.detach().contiguous().clone() for k, v in student.state_dict().items()}
     meta = {"format": STUDENT_FORMAT, "model_id": student.model_id, "dense_from": str(student.dense_from),
-            "fixed_from": "" if student.fixed_from is None else str(student.fixed_from),
             "blur": json.dumps(student.blur.flatten().tolist()), **(metadata or {})}  # fmt: skip
     atomic_write_bytes(Path(path), save(tensors, metadata=meta))
     return Path(path)
@@ -319,15 +290,13 @@ def load_student(path, release=None) -> StudentDPAM:
 
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
-    if meta.get("format") == STUDENT_FORMAT:
-        layout = {"dense_from": int(meta["dense_from"]), "fixed_from": None,
-                  "blur": tuple(json.loads(meta["blur"])) if meta.get("blur") else BLUR_V1}  # fmt: skip
-        if meta.get("fixed_from"):
-            layout["fixed_from"] = int(meta["fixed_from"])
-    elif meta.get("format") == "jndqa-dpam-student/1":  # BlurPool in every layer, fixed statistics from 10
-        layout = {"dense_from": N_LAYERS, "fixed_from": int(meta["per_signal_layers"]), "blur": BLUR_V1}
-    else:
-        raise ValueError(f"{path}: not a jndqa student model file (format {meta.get('format')!r})")
+    if meta.get("format") != STUDENT_FORMAT or not meta.get("blur"):
+        raise ValueError(
+            f"{path}: not a student model file this version reads (format {meta.get('format')!r}, expected "
+            f"{STUDENT_FORMAT!r} with a 'blur' layout); retrain it with benchmarks/train_student.py or use "
+            "the committed student"
+        )
+    layout = {"dense_from": int(meta["dense_from"]), "blur": tuple(json.loads(meta["blur"]))}
     student = StudentDPAM(DPAM.official("scratch", release), model_id=meta["model_id"], **layout)
     student.load_state_dict(load_file(str(path)))
     student.metadata = meta

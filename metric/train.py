@@ -31,18 +31,13 @@ frozen feature network and few judgments, early stopping is the regulariser).
 Cost: in ``head`` and ``channels`` modes the feature network is frozen, so each
 pair's per-layer, per-channel mean absolute feature differences (``[992]``: 14
 layers of 32–128 channels, :func:`pair_terms`) are computed once, without
-autograd, and training runs on those: an epoch costs tens of microseconds per
-pair (measured, one thread: 4 ms (``head``) and 8 ms (``channels``) per epoch of
-100 pairs, against 7–12 ms per pair, once, for the terms of 2–4 s pairs).
+autograd, and training runs on those, far cheaper than the terms themselves.
 Each reference's features are computed once and shared by its tests. ``all``
 runs the network under autograd one pair at a time and accumulates the gradients
 of a batch of ``batch_size`` pairs before each Adam step (the same update as a
-batch, up to float summation order): about 40 ms per 2 s pair and epoch, 65 ms
-for 2–4 s pairs, validation included. Measured on 2–4 s pairs, one thread: padded
-batches (rows zero-padded at their end, valid ``lengths`` passed to the network)
-cost 2x (batch 4) to 5x (batch 16) more per pair than single pairs, because of
-the padding, the masked normalisation and the larger autograd buffers; with
-equal lengths batch 16 still cost 2x.
+batch, up to float summation order): single pairs, because padded batches (rows
+zero-padded at their end, valid ``lengths`` passed to the network) cost more per
+pair, for the padding, the masked normalisation and the larger autograd buffers.
 
 Determinism: seeded (the validation split, the batch order: numpy
 ``default_rng([seed, epoch])``, one permutation per epoch, and ``torch.manual_seed``
