@@ -12,10 +12,12 @@ APT_PACKAGES := libsndfile1 ffmpeg chromium espeak-ng fluidsynth timgm6mb-soundf
 demo: setup
 	$(BIN)/jndqa demo
 
-# JNDQA_TEST_THREADS=1 make test: the suite with torch on one thread (tests/conftest.py).
+# Two pytest workers (a test file stays on one worker), torch on one thread each (tests/conftest.py);
+# TEST_WORKERS=0 make test runs in one process, where JNDQA_TEST_THREADS=N sets torch's threads.
+TEST_WORKERS ?= 2
 test: setup
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest --durations=15
+	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) --durations=15
 
 lint: venv
 	$(BIN)/ruff check .

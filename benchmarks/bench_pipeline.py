@@ -39,7 +39,7 @@ def main() -> int:
 
     from jndqa.datasets import scan_corpus
     from jndqa.datasets.demo import build_demo_corpus
-    from jndqa.flows.demo import CONFIG, _write_encoder
+    from jndqa.flows.demo import CONFIG, write_encoder
     from jndqa.flows.nightly import run_nightly
     from jndqa.metric import DPAMScorer, prepare_samples
     from jndqa.variants import VariantError, load_reference, parse_variants, render_all
@@ -47,7 +47,7 @@ def main() -> int:
     corpus = build_demo_corpus(work / "corpus", log=lambda s: None)
     enc = work / "bin" / "demo-enc"
     enc.parent.mkdir(exist_ok=True)
-    _write_encoder(enc, "build 1", [])
+    write_encoder(enc, "build 1", [])
     config = work / "demo.yaml"
     config.write_text(CONFIG.format(enc=enc))
     import yaml

@@ -63,7 +63,10 @@ output: out/
 """
 
 
-def _write_encoder(path: Path, build: str, extra: list[str]) -> None:
+def write_encoder(path: Path, build: str, extra: list[str]) -> None:
+    """Write the demo's external encoder, an executable Python script ``ENC BITRATE IN.wav OUT.ogg``
+    that encodes Opus with ffmpeg, adding ``extra`` ffmpeg options (a "rebuild" that changes the
+    sound); ``build`` names the build in its docstring, so every build has its own sha256."""
     path.write_text(ENCODER.format(python=sys.executable, build=build, extra=extra))
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
 
@@ -107,7 +110,7 @@ def run_demo(workdir: str | Path, *, log: Callable[[str], None] = print, print_s
     for suffix in ("", ".wal", ".lock"):  # each demo starts from an empty store
         Path(f"{db}{suffix}").unlink(missing_ok=True)
 
-    _write_encoder(enc, "build 1: fullband", [])
+    write_encoder(enc, "build 1: fullband", [])
     log("\nnight 1 (baseline): rendering and scoring every item and variant")
     first = run_nightly(config, db=str(db), progress=sys.stderr.isatty())
     if print_summary:
@@ -115,7 +118,7 @@ def run_demo(workdir: str | Path, *, log: Callable[[str], None] = print, print_s
     Store(db).accept(first["run_id"])
     log(f"accepted {first['run_id']} as the baseline")
 
-    _write_encoder(enc, "build 2: bandwidth cut to 6 kHz", ["-cutoff", "6000"])
+    write_encoder(enc, "build 2: bandwidth cut to 6 kHz", ["-cutoff", "6000"])
     log("\nnight 2 (candidate): 'our encoder' was rebuilt with its bandwidth cut to 6 kHz")
     second = run_nightly(config, db=str(db), progress=sys.stderr.isatty())
     if print_summary:

@@ -14,8 +14,10 @@ from jndqa.metric.release import ReleaseNotFoundError, SetupError, fetch_release
 
 def pytest_configure(config):
     """``JNDQA_TEST_THREADS=N`` runs torch with N threads, in this process and in the processes the
-    tests start (OMP_NUM_THREADS), so the suite can be checked at 1 and 2 threads."""
-    threads = os.environ.get("JNDQA_TEST_THREADS")
+    tests start (OMP_NUM_THREADS), so the suite can be checked at 1 and 2 threads. Under
+    pytest-xdist (``make test`` runs two workers) the default is 1 thread per worker, so that two
+    workers do not oversubscribe two cores."""
+    threads = os.environ.get("JNDQA_TEST_THREADS") or ("1" if os.environ.get("PYTEST_XDIST_WORKER") else None)
     if threads:
         import torch
 

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import time
@@ -16,20 +15,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from jndqa.flows.demo import write_encoder
 from jndqa.store import Store
 
 JNDQA = str(Path(sys.executable).parent / "jndqa")
 
-ENCODER = """#!{python}
-import shutil, subprocess, sys
-exe = shutil.which("ffmpeg")
-if exe is None:
-    import imageio_ffmpeg
-    exe = imageio_ffmpeg.get_ffmpeg_exe()
-bitrate, src, dst = sys.argv[1:4]
-sys.exit(subprocess.call([exe, "-loglevel", "error", "-y", "-i", src, "-c:a", "libopus", "-b:a", bitrate]
-                         + {extra!r} + [dst]))
-"""
 
 CONFIG = """\
 corpus:
@@ -52,11 +42,6 @@ output: out/
 """
 
 
-def write_encoder(path: Path, extra: list[str]) -> None:
-    path.write_text(ENCODER.format(python=sys.executable, extra=extra))
-    path.chmod(path.stat().st_mode | stat.S_IXUSR)
-
-
 def make_corpus(root: Path, sample: dict, n: int) -> None:
     """n items of 3 s at 44.1 kHz from the release's speech clips, each with a different mix."""
     import soxr
@@ -76,7 +61,7 @@ def bench(tmp_path, sample):
     make_corpus(tmp_path / "corpus", sample, 4)
     enc = tmp_path / "bin" / "enc"
     enc.parent.mkdir()
-    write_encoder(enc, [])
+    write_encoder(enc, "test build", [])
     (tmp_path / "night.yaml").write_text(CONFIG.format(enc=enc, runner="threads"))
     return tmp_path
 
@@ -98,7 +83,7 @@ def test_baseline_unchanged_and_degraded_nights(bench, capsys):
     assert second["reused"] == 8 and second["scores"] == 8  # every score came from the store
 
     Store(bench / "out" / "jndqa.duckdb").accept(first["run_id"])
-    write_encoder(bench / "bin" / "enc", ["-b:a", "8k"])  # "rebuilt": new version, ignores the bitrate
+    write_encoder(bench / "bin" / "enc", "test build", ["-b:a", "8k"])  # "rebuilt": new version, ignores the bitrate
     third = run_nightly(config)
     assert third["status"] == "regressed"
     assert [r["variant"] for r in third["regressions"]] == ["our encoder 32k"]
@@ -148,7 +133,7 @@ def test_killed_run_keeps_finished_results_and_rerun_completes(tmp_path, sample,
     make_corpus(tmp_path / "corpus", sample, 8)
     enc = tmp_path / "bin" / "enc"
     enc.parent.mkdir()
-    write_encoder(enc, [])
+    write_encoder(enc, "test build", [])
     (tmp_path / "night.yaml").write_text(CONFIG.format(enc=enc, runner="threads").replace("workers: 2", "workers: 1"))
     db = tmp_path / "out" / "jndqa.duckdb"
     proc = subprocess.Popen([JNDQA, "run", str(tmp_path / "night.yaml"), "--json"], env=prefect_env,

@@ -20,7 +20,6 @@ import re
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import time
@@ -33,6 +32,8 @@ import pytest
 import soundfile as sf
 import yaml
 
+from jndqa.flows.demo import write_encoder
+
 ROOT = Path(__file__).resolve().parents[1]
 PREFECT = str(Path(sys.executable).parent / "prefect")
 
@@ -41,17 +42,6 @@ CLI_TIMEOUT = 120.0  # s, per `prefect work-pool create` / `prefect deploy --all
 RUN_TIMEOUT = 300.0  # s, per flow run, from its creation to a final state
 STOP_TIMEOUT = 20.0  # s, for a process to exit after SIGTERM (then SIGKILL)
 
-ENCODER = """#!{python}
-\"\"\"Our encoder ({build}). Usage: enc BITRATE IN.wav OUT.ogg\"\"\"
-import shutil, subprocess, sys
-exe = shutil.which("ffmpeg")
-if exe is None:
-    import imageio_ffmpeg
-    exe = imageio_ffmpeg.get_ffmpeg_exe()
-bitrate, src, dst = sys.argv[1:4]
-sys.exit(subprocess.call([exe, "-hide_banner", "-loglevel", "error", "-y", "-i", src, "-c:a", "libopus",
-                          "-b:a", bitrate] + {extra!r} + [dst]))
-"""
 
 # examples/nightly.yaml of the project folder: the nightly deployment's `config_path` parameter.
 CONFIG = """\
@@ -75,11 +65,6 @@ regression:
   fail_on_regression: true
 output: ../out/
 """
-
-
-def _write_encoder(path: Path, build: str, extra: list[str]) -> None:
-    path.write_text(ENCODER.format(python=sys.executable, build=build, extra=extra))
-    path.chmod(path.stat().st_mode | stat.S_IXUSR)
 
 
 def _write_corpus(root: Path, seconds: float = 2.0, rate: int = 44100) -> None:
@@ -250,7 +235,7 @@ def test_readme_team_setup_nightly_regression_and_retrain(team):
         assert [s.schedule.cron for s in dep.schedules] == ["0 2 * * *" if name == "nightly" else "0 6 * * *"]
     _write_corpus(project / "corpus")
     enc = project / "bin" / "enc"
-    _write_encoder(enc, "build 1: fullband", [])
+    write_encoder(enc, "build 1: fullband", [])
     (project / "examples" / "nightly.yaml").write_text(CONFIG.format(enc=enc))
 
     runs_s: list[float] = []
@@ -258,7 +243,7 @@ def test_readme_team_setup_nightly_regression_and_retrain(team):
     assert first.is_completed(), f"{first.type.value}: {first.message}\n{team.report()}"
     assert first.message.endswith(": passed")
 
-    _write_encoder(enc, "build 2: bandwidth cut to 4 kHz", ["-cutoff", "4000"])  # "rebuilt": a new sha256
+    write_encoder(enc, "build 2: bandwidth cut to 4 kHz", ["-cutoff", "4000"])  # "rebuilt": a new sha256
     second = _run(team, "jndqa-nightly-scheduled/nightly", runs_s)
     assert second.is_failed(), f"{second.type.value}: {second.message}\n{team.report()}"
     assert "regressed: our encoder 32k" in second.message and "mp3" not in second.message
