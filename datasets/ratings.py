@@ -402,6 +402,17 @@ def _csv_fields(line: str) -> list[str]:
     return [f.strip() for f in next(csv.reader([line]))]
 
 
+def _csv_rows(src: Path, numbered: list[tuple[int, str]], header: list[str], quarantine: list[QuarantinedRow]):
+    """``(line number, raw line, {column: value})`` of each row of ``numbered`` whose width is the
+    header's; a row of another width is quarantined (``malformed``) instead."""
+    for no, raw in numbered:
+        fields = _csv_fields(raw)
+        if len(fields) != len(header):
+            quarantine.append(_wrong_width(src, no, raw, len(fields), len(header)))
+            continue
+        yield no, raw, dict(zip(header, fields, strict=True))
+
+
 def _wrong_width(src: Path, no: int, raw: str, got: int, want: int) -> QuarantinedRow:
     return QuarantinedRow(src, no, raw, "malformed", f"{got} comma-separated field(s), the header has {want}")
 
@@ -414,12 +425,7 @@ def _read_ratings_csv(
                                    f"({', '.join(SCALES)}) or pass the scale (scale=, --scale)")  # fmt: skip
     quarantine: list[QuarantinedRow] = []
     candidates: list[_Candidate] = []
-    for no, raw in numbered:
-        fields = _csv_fields(raw)
-        if len(fields) != len(header):
-            quarantine.append(_wrong_width(src, no, raw, len(fields), len(header)))
-            continue
-        values = dict(zip(header, fields, strict=True))
+    for no, raw, values in _csv_rows(src, numbered, header, quarantine):
         listener, item, condition, row_scale, trial = (values.get(c) or None for c in OPTIONAL_COLUMNS)
         extra = {k: v for k, v in values.items() if k not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS and k}
         candidates.append(_Candidate(no, raw, values["ref"], values["test"], values["score"], row_scale or scale,
@@ -515,12 +521,7 @@ def _read_webmushra(
     quarantine: list[QuarantinedRow] = []
     candidates: list[_Candidate] = []
     session, session_seen = 0, set()
-    for no, raw in numbered:
-        fields = _csv_fields(raw)
-        if len(fields) != len(header):
-            quarantine.append(_wrong_width(src, no, raw, len(fields), len(header)))
-            continue
-        values = dict(zip(header, fields, strict=True))
+    for no, raw, values in _csv_rows(src, numbered, header, quarantine):
         trial_id, stimulus = values["trial_id"], values["rating_stimulus"]
         if (trial_id, stimulus) in session_seen:
             session, session_seen = session + 1, set()

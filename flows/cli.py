@@ -498,6 +498,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- main
+_DB_HELP = "DuckDB file (default: out/jndqa.duckdb)"
+_JSON_HELP = "print one JSON object on stdout"
+
+
+def _command(sub, name: str, func, help: str, description: str | None = None, examples: Sequence[str] = ()):
+    """A subcommand's parser: its one-line help, a description and examples under ``--help``."""
+    epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples) if examples else None
+    p = sub.add_parser(name, help=help, description=description, epilog=epilog,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.set_defaults(func=func)
+    return p
+
+
+def _store_flags(p, *, db: str | None = _DB_HELP, json_help: str | None = _JSON_HELP) -> None:
+    """``--db`` and ``--json``, as most commands take them."""
+    if db:
+        p.add_argument("--db", help=db)
+    if json_help:
+        p.add_argument("--json", action="store_true", help=json_help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jndqa",
@@ -508,24 +529,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("setup", help="fetch the official DPAM release (weights, sample audio, JND lists)")
+    p = _command(sub, "setup", cmd_setup, "fetch the official DPAM release (weights, sample audio, JND lists)")
     p.add_argument("--dir", type=Path, default=None, help="where to unpack (default: the jndqa cache)")
     p.add_argument("--sdist", type=Path, default=None, help="use a local dpam-0.0.4.tar.gz instead of pip")
     p.add_argument("--force", action="store_true", help="fetch again even when present")
-    p.set_defaults(func=cmd_setup)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "score",
-        help="DPAM distance between audio files",
-        description="Score REF against TEST (any rate: resampled to 22,050 Hz with soxr HQ). Each TEST is "
+        cmd_score,
+        "DPAM distance between audio files",
+        "Score REF against TEST (any rate: resampled to 22,050 Hz with soxr HQ). Each TEST is "
         "first aligned to its REF (a codec's delay removed, searched within 1 s; the offset is reported). "
         "dense (default): channels scored one by one, the worst is the distance; signals must be "
         "aligned (lengths within 1024 samples); per-window distances under 'windows' in --json. "
         "official: mixed to mono, the shorter file zero-padded at its start, as in the release.",
-        epilog="examples:\n  jndqa score ref.wav coded.wav\n  jndqa score ref.wav coded.wav --protocol official"
-        "\n  jndqa score --pairs pairs.tsv --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+        ["jndqa score ref.wav coded.wav", "jndqa score ref.wav coded.wav --protocol official",
+         "jndqa score --pairs pairs.tsv --json"],
+    )  # fmt: skip
     p.add_argument("ref", nargs="?", help="reference audio file")
     p.add_argument("test", nargs="?", help="test (degraded) audio file")
     p.add_argument("--pairs", metavar="FILE", help="file of 'ref<TAB>test' lines, paths relative to FILE")
@@ -558,113 +579,100 @@ def build_parser() -> argparse.ArgumentParser:
         help="score the files as they are (default: each test is aligned to its reference first, a codec's "
         "delay removed; the offset is reported)",
     )
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.set_defaults(func=cmd_score)
+    _store_flags(p, db=None)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "run",
-        help="run a night: render, score, store, compare with the baseline",
-        description="Render every variant of every corpus item, score it, store it, and compare with the "
+        cmd_run,
+        "run a night: render, score, store, compare with the baseline",
+        "Render every variant of every corpus item, score it, store it, and compare with the "
         "baseline. Exit 0 passed, 1 regressed (when the config fails on regressions), 2 bad config, "
         "3 finished with failed items.",
-        epilog="examples:\n  jndqa run nightly.yaml\n  jndqa run nightly.yaml --baseline 20261129T010203Z-ab12cd"
-        " --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        ["jndqa run nightly.yaml", "jndqa run nightly.yaml --baseline 20261129T010203Z-ab12cd --json"],
     )
     p.add_argument("config", help="run config (YAML; see docs/config.md)")
-    p.add_argument("--db", help="DuckDB file (default: <output>/jndqa.duckdb)")
     p.add_argument("--out", help="output folder (default: the config's 'output')")
     p.add_argument("--baseline", help="a run id, or 'auto' (the latest accepted run); default: the config's")
-    p.add_argument("--json", action="store_true", help="print the run summary as one JSON object on stdout")
-    p.set_defaults(func=cmd_run)
+    _store_flags(p, db="DuckDB file (default: <output>/jndqa.duckdb)",
+                 json_help="print the run summary as one JSON object on stdout")  # fmt: skip
 
-    p = sub.add_parser("runs", help="list the stored runs, newest first")
-    p.add_argument("--db", help="DuckDB file (default: out/jndqa.duckdb)")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.set_defaults(func=cmd_runs)
+    _store_flags(_command(sub, "runs", cmd_runs, "list the stored runs, newest first"))
 
-    p = sub.add_parser("accept", help="mark a run as the baseline for `--baseline auto`")
+    p = _command(sub, "accept", cmd_accept, "mark a run as the baseline for `--baseline auto`")
     p.add_argument("run", help="run id (see `jndqa runs`)")
-    p.add_argument("--db", help="DuckDB file (default: out/jndqa.duckdb)")
-    p.set_defaults(func=cmd_accept)
+    _store_flags(p, json_help=None)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "report",
-        help="render a stored run as static HTML pages (run, items, index of all runs)",
-        description="Write a folder of HTML pages that open from disk with no network: the run's verdict, "
+        cmd_report,
+        "render a stored run as static HTML pages (run, items, index of all runs)",
+        "Write a folder of HTML pages that open from disk with no network: the run's verdict, "
         "regressions, rate-quality curves, heatmap and failures; a page per item to listen and see where "
         "the artefact is; an index of all runs with trends. `jndqa run` writes one at the end of each night.",
-        epilog="examples:\n  jndqa report --db out/jndqa.duckdb\n  jndqa report --db out/jndqa.duckdb "
-        "--run 20261129T010203Z-ab12cd --out /srv/www/jndqa",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--db", help="DuckDB file (default: out/jndqa.duckdb)")
+        ["jndqa report --db out/jndqa.duckdb",
+         "jndqa report --db out/jndqa.duckdb --run 20261129T010203Z-ab12cd --out /srv/www/jndqa"],
+    )  # fmt: skip
     p.add_argument("--run", help="run id (default: the newest run; see `jndqa runs`)")
     p.add_argument("--out", help="report folder (default: <db folder>/report)")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.set_defaults(func=cmd_report)
+    _store_flags(p)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "retrain",
-        help="ingest same/different judgments, train a candidate metric, promote it only if it is better",
-        description="Ingest judgment files (the release's JND lists: ref<TAB>test<TAB>label; or CSV with a header "
+        cmd_retrain,
+        "ingest same/different judgments, train a candidate metric, promote it only if it is better",
+        "Ingest judgment files (the release's JND lists: ref<TAB>test<TAB>label; or CSV with a header "
         "ref,test,label[,worker,timestamp,condition]; paths relative to the file; label 0 same, 1 different). "
         "Bad rows are quarantined with their reason. A candidate is fine-tuned from the production model, "
         "evaluated with it on held-out references and a fixed golden set, and promoted only when better. "
         "Nothing is trained when no judgment is new. Exit 0 done (promoted, rejected or nothing new), "
         "2 bad usage, 3 done but some rows or files were set aside.",
-        epilog="examples:\n  jndqa retrain judgments/*.csv --db out/jndqa.duckdb\n"
-        "  jndqa retrain new.csv --golden golden.csv --mode all --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+        ["jndqa retrain judgments/*.csv --db out/jndqa.duckdb",
+         "jndqa retrain new.csv --golden golden.csv --mode all --json"],
+    )  # fmt: skip
     p.add_argument("judgments", nargs="+", help="judgment files")
-    p.add_argument("--db", help="DuckDB file (default: out/jndqa.duckdb)")
     p.add_argument("--mode", default="channels", choices=["head", "channels", "all"],
                    help="what is trained: the head, the per-channel weights and head (default), or all")  # fmt: skip
     p.add_argument("--golden", help="a judgment file: the fixed golden set (default: a fixed 1-in-5 reference bucket)")
     p.add_argument("--margin", type=float, default=0.02, help="held-out accuracy to gain over production (0.02)")
     p.add_argument("--epochs", type=int, default=200, help="most epochs (early stopping decides; 200)")
     p.add_argument("--seed", type=int, default=0, help="seed of splits and training (0)")
-    p.add_argument("--json", action="store_true", help="print the training summary as one JSON object on stdout")
-    p.set_defaults(func=cmd_retrain)
+    _store_flags(p, json_help="print the training summary as one JSON object on stdout")
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "agree",
-        help="how well each metric agrees with the listeners of a listening test",
-        description="Read rating files (the canonical CSV ref,test,score[,listener,item,condition,scale]; "
+        cmd_agree,
+        "how well each metric agrees with the listeners of a listening test",
+        "Read rating files (the canonical CSV ref,test,score[,listener,item,condition,scale]; "
         "webMUSHRA results with --config; JND lists and judgment CSVs), quarantine bad rows and listeners who "
         "fail the ITU-R BS.1534-3 post-screening, average each stimulus over listeners, score every stimulus "
         "with every metric (each test aligned to its reference first), and report stimulus-level "
         "Spearman/Pearson/Kendall, within-item and system-level Spearman with bootstrap 95 %% intervals "
         "(resampling items), signed so that +1 means agreement. Exit 0 done, 2 bad usage or no usable "
         "ratings, 3 done but some rows, files or pairs failed.",
-        epilog="examples:\n  jndqa agree ratings.csv --metrics dpam,zimtohrli,visqol,pesq --out out\n"
-        "  jndqa agree results/mushra.csv --config configs/test.yaml --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+        ["jndqa agree ratings.csv --metrics dpam,zimtohrli,visqol,pesq --out out",
+         "jndqa agree results/mushra.csv --config configs/test.yaml --json"],
+    )  # fmt: skip
     p.add_argument("ratings", nargs="+", help="rating files")
     p.add_argument("--metrics", default="dpam", help="comma-separated metric names (default dpam; installed peers: "
                    "`pip install 'jndqa[peers]'`)")  # fmt: skip
     p.add_argument("--protocol", default="dense", choices=["dense", "official", "student"],
                    help="DPAM's protocol (default dense)")  # fmt: skip
-    p.add_argument("--db", help="also store the ratings in this DuckDB file")
     p.add_argument("--out", help="write the HTML page to OUT/agree/index.html")
     p.add_argument("--scale", choices=["mushra", "mos", "jnd", "preference"],
                    help="the scale of rating files without a scale column")  # fmt: skip
     p.add_argument("--config", help="the webMUSHRA test config (YAML) of a webMUSHRA results file")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (1000)")
     p.add_argument("--no-align", action="store_true", help="score the files as they are")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.set_defaults(func=cmd_agree)
+    _store_flags(p, db="also store the ratings in this DuckDB file")
 
-    p = sub.add_parser("models", help="list the model registry (production, candidates, rejected)")
-    p.add_argument("--db", help="DuckDB file (default: out/jndqa.duckdb)")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.set_defaults(func=cmd_models)
+    _store_flags(_command(sub, "models", cmd_models, "list the model registry (production, candidates, rejected)"))
 
-    p = sub.add_parser("demo", help="run the demo on the embedded default")
+    p = _command(sub, "demo", cmd_demo, "run the demo on the embedded default")
     p.add_argument("--workdir", type=Path, default=None, help="working folder (default: ./demo-work)")
-    p.set_defaults(func=cmd_demo)
     return parser
 
 
