@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["AgreeError", "MetricResult", "agree", "score_stimuli"]
+__all__ = ["MIN_STIMULI", "AgreeError", "MetricResult", "agree", "score_stimuli"]
+
+MIN_STIMULI = 3  # fewer scored stimuli give no correlation (two points always correlate at ±1)
 
 
 class AgreeError(ValueError):
@@ -96,7 +98,7 @@ def score_stimuli(metric: Any, stimuli: Sequence[Any], *, align: bool = True,
                 tests.append(test)
             except Exception as exc:
                 result.failures.append({"ref": str(ref_path), "test": str(stimuli[i].test), "metric": metric.id,
-                                        "reason": f"{stimuli[i].test}: {exc}"})  # fmt: skip
+                                        "reason": str(exc)})  # fmt: skip
         # Tests mixed to mono are scored against the mono reference, the others against the reference.
         for mono in (False, True):
             pick = [k for k, (_, r) in enumerate(good) if (r is not ref) == mono]
@@ -194,7 +196,7 @@ def agree(
         entry: dict[str, Any] = {"metric": res.metric, "protocol": res.protocol, "version": res.version,
                                  "orientation": res.orientation, "scored": len(ok),
                                  "seconds_per_stimulus": round(res.seconds, 4)}  # fmt: skip
-        if len(ok) >= 2:
+        if len(ok) >= MIN_STIMULI:
             a = agreement(listener[ok], [res.values[i] for i in ok], [items[i] for i in ok],
                           [conditions[i] for i in ok], higher_is_better=res.orientation == "quality",
                           n_boot=n_boot, seed=seed)  # fmt: skip

@@ -388,7 +388,8 @@ def cmd_agree(args: argparse.Namespace) -> int:
         print(f"{summary['stimuli']} stimuli, {summary['items']} items, {summary['conditions']} conditions, "
               f"{summary['listeners']} listeners ({summary['scale']}); "
               f"{summary['quarantined']} ratings quarantined")  # fmt: skip
-        print(f"  {'metric':24s} {'stimulus':>9s} {'95% CI':>17s} {'within':>8s} {'system':>8s} {'s/stim':>8s}")
+        head = f"{'n':>4s} {'stimulus':>9s} {'95% CI':>17s} {'within':>8s} {'system':>8s} {'s/stim':>8s}"
+        print(f"  {'metric':30s} {head}")
         for m in summary["metrics"]:
 
             def f(x):
@@ -398,8 +399,8 @@ def cmd_agree(args: argparse.Namespace) -> int:
             ci_text = "" if ci[0] is None else f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
             name = m["metric"] + (f" ({m['protocol']})" if m.get("protocol") else "")
             within, system = f(m.get("within_item_spearman")), f(m.get("system_spearman"))
-            print(f"  {name[:24]:24s} {f(m.get('stimulus_spearman')):>9s} {ci_text:>17s} {within} {system} "
-                  f"{m['seconds_per_stimulus']:8.3f}")  # fmt: skip
+            print(f"  {name[:30]:30s} {m['scored']:4d} {f(m.get('stimulus_spearman')):>9s} {ci_text:>17s} {within} "
+                  f"{system} {m['seconds_per_stimulus']:8.3f}")  # fmt: skip
         for f_ in summary["failures"]:
             print(f"  FAILED {f_.get('metric') or f_.get('file') or ''} {f_.get('test') or ''}: {f_['reason']}")
         if summary.get("page"):
