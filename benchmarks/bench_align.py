@@ -56,25 +56,30 @@ def _pairs_from_ratings(path: Path) -> list[tuple[str, Path, Path]]:
     return out
 
 
-def _generated() -> list[tuple[str, np.ndarray, np.ndarray, int]]:
+def _generated() -> list[tuple[str, np.ndarray, np.ndarray, int, str]]:
     from scipy import signal
 
     rate = 48000
     rng = np.random.default_rng(0)
     t = np.arange(4 * rate) / rate
-    syllables = (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)) ** 4 * (0.3 + 0.7 * (np.sin(2 * np.pi * 0.7 * t) > 0))
+    syllables = np.zeros(t.size)  # 120 ms bumps at random onsets, 100-400 ms apart (not periodic)
+    onset = 0.05
+    while onset < t[-1] - 0.15:
+        i = int(onset * rate)
+        syllables[i : i + int(0.12 * rate)] += np.hanning(int(0.12 * rate)) * rng.uniform(0.3, 1.0)
+        onset += rng.uniform(0.1, 0.4)
     ref = (syllables * signal.lfilter([1.0], [1.0, -0.9], rng.standard_normal(t.size)) * 0.05)[:, None]
     ref = ref.astype(np.float32)
     scramble = "afftfilt=real='hypot(re,im)*cos(random(0)*2*PI)':imag='hypot(re,im)*sin(random(0)*2*PI)':win_size=1024"
     specs = parse_variants([{"label": "opus 24k", "codec": "libopus", "bitrate": "24k"},
                             {"label": "phase-randomised", "effects": scramble}])  # fmt: skip
-    out = [("delayed copy 25 ms", ref, np.concatenate([np.zeros((1200, 1), np.float32), ref]), rate)]
+    out = [("delayed copy 25 ms", ref, np.concatenate([np.zeros((1200, 1), np.float32), ref]), rate, "generated")]
     # Rendered without alignment (max_lag 0, no threshold, no fallback): the decoder's raw output.
     for spec, r in zip(specs, render_all(Reference.from_array(ref, rate, "syllables"), specs, max_lag=0,
                                          min_correlation=0.0, envelope_fallback=False), strict=True):  # fmt: skip
         if isinstance(r, AlignmentFailed | Exception):
             raise SystemExit(f"rendering {spec.label} failed: {r}")
-        out.append((spec.label, ref, r.samples, rate))
+        out.append((spec.label, ref, r.samples, rate, "generated"))
     return out
 
 
@@ -92,15 +97,14 @@ def main(argv: list[str] | None = None) -> int:
                 import soxr
 
                 test = soxr.resample(test, test_rate, rate).astype(np.float32)
-            cases.append((name, ref, test.mean(axis=1, keepdims=True) if test.shape[1] != ref.shape[1] else test,
-                          rate))  # fmt: skip
+            test = test.mean(axis=1, keepdims=True) if test.shape[1] != ref.shape[1] else test
+            cases.append((name, ref, test, rate, str(ref_path)))
     else:
         cases = _generated()
     rows = []
     controls = {}
-    for name, ref, test, rate in cases:
+    for name, ref, test, rate, key in cases:
         rows.append({"pair": name, "rate": rate, **_measure(ref, test, rate)})
-        key = id(ref)
         if key not in controls:
             noise = np.random.default_rng(1).standard_normal(ref.shape).astype(np.float32) * float(ref.std())
             unrelated = (("reversed", np.ascontiguousarray(ref[::-1])), ("white noise", noise))
