@@ -35,7 +35,7 @@ def _scatter(result: Any, stimuli: Sequence[Any]) -> dict:
     return {
         "data": [{"type": "scatter", "mode": "markers", "x": xs, "y": ys, "text": text, "name": name,
                   "hovertemplate": "%{text}<br>metric %{x:.4g}<br>listeners %{y:.3g}<extra></extra>"}],
-        "layout": figures.layout(title={"text": name}, xaxis={"title": {"text": f"{name}: {axis}"}},
+        "layout": figures.layout(xaxis={"title": {"text": f"{name}: {axis}"}},
                                  yaxis={"title": {"text": "mean listener score"}}, showlegend=False),
     }  # fmt: skip
 

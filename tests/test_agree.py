@@ -64,6 +64,7 @@ def test_agree_measures_dpam_against_simulated_listeners(mushra, browser):
     assert len(stored) == 3 * 3 * 2 * 6  # the 3 listeners kept, hidden references included
     load = browser.load(Path(out["page"]), ready=READY)
     assert load.errors == [] and load.dialogs == []
+    assert "27 stimuli (3 items × 9 conditions), 3 listeners" in browser.evaluate("document.body.innerText")
     assert browser.evaluate(PLOTS) == [1, 1]  # the per-system means, DPAM's scatter
     SHOTS.mkdir(exist_ok=True)
     browser.screenshot(SHOTS / "agree.png")
