@@ -242,7 +242,7 @@ def test_interrupted_training_leaves_registry_and_weights_and_resumes(judgments,
     weights = store.model_weights(production)
     weights_sha = _sha(weights) if weights else None
 
-    cmd = [*base[:2], str(second), *base[2:], "--mode", "all", "--epochs", "6"]
+    cmd = [*base[:2], str(second), *base[2:], "--mode", "all", "--epochs", "4"]
     proc = subprocess.Popen(cmd, env=prefect_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)  # fmt: skip
     deadline = time.monotonic() + 600
@@ -252,7 +252,7 @@ def test_interrupted_training_leaves_registry_and_weights_and_resumes(judgments,
             epoch = json.loads(f.read_text())["epoch"]
         time.sleep(0.1)
     assert proc.poll() is None, f"training ended before it could be interrupted: {proc.communicate()[1][-2000:]}"
-    os.killpg(proc.pid, signal.SIGKILL)  # midway: epoch 1 of 6 committed
+    os.killpg(proc.pid, signal.SIGKILL)  # midway: epoch 1 of 4 committed
     proc.wait(30)
     assert _registry(Store(db, read_only=True)) == before
     assert Store(db, read_only=True).production_model()["version"] == production["version"]
