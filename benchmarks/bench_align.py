@@ -18,7 +18,6 @@ Run: ``.venv/bin/python benchmarks/bench_align.py [--ratings FILE] [--json]``.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -46,14 +45,11 @@ def _measure(ref: np.ndarray, test: np.ndarray, rate: int) -> dict:
 
 
 def _pairs_from_ratings(path: Path) -> list[tuple[str, Path, Path]]:
-    seen, out = set(), []
-    with open(path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            key = (row["ref"], row["test"])
-            if key not in seen and row["ref"] != row["test"]:
-                seen.add(key)
-                out.append((Path(row["test"]).stem, path.parent / row["ref"], path.parent / row["test"]))
-    return out
+    """Every rated stimulus (hidden references left out) of a ratings file, read as ``jndqa agree``
+    reads it."""
+    from jndqa.datasets import read_ratings, stimulus_means
+
+    return [(s.test.stem, s.ref, s.test) for s in stimulus_means(read_ratings(path).rows)]
 
 
 def _generated() -> list[tuple[str, np.ndarray, np.ndarray, int, str]]:

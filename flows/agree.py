@@ -45,14 +45,17 @@ class MetricResult:
 
 
 def _read(path: Path, rate: int | None = None) -> tuple[np.ndarray, int]:
-    import soundfile as sf
+    """``[L, C]`` float32 samples of an audio file and their rate (resampled to ``rate`` when given),
+    read as the nightly reads references (:func:`jndqa.variants.load_reference`: soundfile, else
+    ffmpeg); :class:`jndqa.variants.InputError` names the file."""
+    from jndqa.variants import load_reference
 
-    x, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    ref = load_reference(path)
+    x, sr = ref.samples, ref.rate
     if rate is not None and sr != rate:
         import soxr
 
-        x = soxr.resample(x, sr, rate, quality="HQ").astype(np.float32)
-        sr = rate
+        x, sr = soxr.resample(x, sr, rate, quality="HQ").astype(np.float32), rate
     return x, sr
 
 
@@ -64,6 +67,7 @@ def score_stimuli(metric: Any, stimuli: Sequence[Any], *, align: bool = True,
     when ``align`` (a metric that needs alignment refuses a test that aligns by envelope only). A
     pair that cannot be read, aligned or scored is a failure row with its reason."""
     from jndqa.metric.plugin import MetricError
+    from jndqa.variants import VariantError
 
     from .pairing import align_pair
 
@@ -79,41 +83,39 @@ def score_stimuli(metric: Any, stimuli: Sequence[Any], *, align: bool = True,
     for ref_path, idx in by_ref.items():
         try:
             ref, rate = _read(ref_path)
-        except Exception as exc:  # soundfile raises several types for unreadable files
+        except VariantError as exc:
             result.failures += [{"ref": str(ref_path), "test": str(stimuli[i].test), "metric": metric.id,
-                                 "reason": f"{ref_path}: cannot read: {exc}"} for i in idx]  # fmt: skip
+                                 "reason": str(exc)} for i in idx]  # fmt: skip
             continue
-        good, tests = [], []
+        mono_ref = ref.mean(axis=1, keepdims=True) if ref.shape[1] > 1 else ref
+        # A test whose channel count differs from its reference's is scored, mixed to mono, against the
+        # reference mixed to mono; the others against the reference as it is.
+        groups: dict[bool, list[tuple[int, np.ndarray]]] = {False: [], True: []}
         for i in idx:
             try:
                 test, _ = _read(Path(stimuli[i].test), rate)
-                if test.shape[1] != ref.shape[1]:
+                mixed = test.shape[1] != ref.shape[1]
+                if mixed:
                     test = test.mean(axis=1, keepdims=True)
-                    ref_i = ref.mean(axis=1, keepdims=True)
-                else:
-                    ref_i = ref
                 if align:
-                    test, result.offsets[i], _ = align_pair(ref_i, test, rate, samples_only=metric.needs_alignment)
-                good.append((i, ref_i))
-                tests.append(test)
-            except Exception as exc:
+                    test, result.offsets[i], _ = align_pair(mono_ref if mixed else ref, test, rate,
+                                                            samples_only=metric.needs_alignment)  # fmt: skip
+                groups[mixed].append((i, test))
+            except Exception as exc:  # unreadable, unalignable: a failure of this pair, with its reason
                 result.failures.append({"ref": str(ref_path), "test": str(stimuli[i].test), "metric": metric.id,
                                         "reason": str(exc)})  # fmt: skip
-        # Tests mixed to mono are scored against the mono reference, the others against the reference.
-        for mono in (False, True):
-            pick = [k for k, (_, r) in enumerate(good) if (r is not ref) == mono]
-            if not pick:
+        for mixed, pairs in groups.items():
+            if not pairs:
                 continue
-            r = good[pick[0]][1]
-            for k, out in zip(pick, metric.score_each(r, [tests[k] for k in pick], rate), strict=True):
-                i = good[k][0]
+            outs = metric.score_each(mono_ref if mixed else ref, [t for _, t in pairs], rate)
+            for (i, _), out in zip(pairs, outs, strict=True):
                 if isinstance(out, MetricError):
                     result.failures.append({"ref": str(ref_path), "test": str(stimuli[i].test), "metric": metric.id,
                                             "reason": out.reason})  # fmt: skip
                 else:
                     result.values[i] = float(out.value)
             if progress:
-                progress(len(pick))
+                progress(len(pairs))
     scored = sum(v is not None for v in result.values)
     result.seconds = (time.perf_counter() - t0) / max(scored, 1)
     return result
