@@ -258,17 +258,29 @@ def _print_summary(summary: dict) -> None:
     print(f"model {summary['model']} {summary['model_version']}, protocol {summary['protocol']}; "
           f"{summary['baseline_note']}")  # fmt: skip
     comp = {c["spec_id"]: c for c in summary.get("comparisons", [])}
-    print(f"  {'variant':32s} {'items':>5s} {'mean d':>8s} {'change':>8s} {'95% CI':>19s} {'p':>7s}")
+    primary = summary.get("primary_metric", "dpam")
+    head = "mean d" if primary == "dpam" else f"{primary[:8]}"
+    print(f"  {'variant':32s} {'items':>5s} {head:>8s} {'change':>8s} {'95% CI':>19s} {'p':>7s}")
     for v in summary["per_variant"]:
         c = comp.get(v["id"])
-        mean = "-" if v["mean_distance"] is None else f"{v['mean_distance']:.4f}"
+        m = (v.get("metrics") or {}).get(primary, {}).get("mean", v["mean_distance"])
+        mean = "-" if m is None else f"{m:.4f}"
         line = f"  {v['label'][:32]:32s} {v['items']:5d} {mean:>8s}"
         if c:
             flag = "  REGRESSED" if c["regressed"] else ""
             line += f" {c['mean_change']:+8.4f} [{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}] {c['p_value']:7.3g}{flag}"
         print(line)
+    for m in summary.get("metrics", []):
+        if not m["primary"]:
+            regressed = ", ".join(m["regressions"]) or "none"
+            print(
+                f"  {m['metric']}: {m['scores']} scores, {m['failures']} failures; regressed: {regressed} ({m['note']})"
+            )
+    for d in summary.get("disagreements", []):
+        print(f"  DISAGREE {d['variant']}: regressed by {', '.join(d['regressed'])}, "
+              f"not by {', '.join(d['not_regressed'])}")  # fmt: skip
     for f in summary["failures"]:
-        print(f"  FAILED {f['item']} / {f['variant'] or '(all variants)'}: {f['reason']}")
+        print(f"  FAILED {f['item'] or '(all items)'} / {f['variant'] or '(all variants)'}: {f['reason']}")
     if summary.get("report"):
         print(f"report: {summary['report']}")
     elif summary.get("report_error"):

@@ -71,9 +71,22 @@ class MetricConfig(_Strict):
 
 class RegressionConfig(_Strict):
     threshold: float = Field(0.05, ge=0)
+    thresholds: dict[str, float] = Field(default_factory=dict)  # per metric name, in that metric's units
     fail_on_regression: bool = True
     bootstrap: int = Field(10_000, ge=100)
     seed: int = 0
+
+    @field_validator("thresholds")
+    @classmethod
+    def _non_negative(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: x for k, x in v.items() if not x >= 0}
+        if bad:
+            raise ValueError(f"thresholds must be >= 0: {bad}")
+        return v
+
+    def threshold_for(self, metric: str) -> float:
+        """The regression threshold of ``metric``: ``thresholds[metric]``, else ``threshold``."""
+        return self.thresholds.get(metric, self.threshold)
 
 
 class RunnerConfig(_Strict):
@@ -92,6 +105,7 @@ class LoudnessConfig(_Strict):
 class RunConfig(_Strict):
     corpus: CorpusConfig
     variants: list[dict[str, Any]] = Field(min_length=1)
+    metrics: list[str] = Field(default_factory=lambda: ["dpam"], min_length=1)
     metric: MetricConfig = MetricConfig()
     baseline: str | None = "auto"
     regression: RegressionConfig = RegressionConfig()
@@ -103,6 +117,26 @@ class RunConfig(_Strict):
     keep_flagged: int = Field(
         10, ge=0, description="most-worsened items per regressed variant whose decoded audio the report keeps"
     )
+
+    @field_validator("metrics")
+    @classmethod
+    def _metric_names(cls, v: list[str]) -> list[str]:
+        """Names of registered metrics (checked when the night is planned: one that cannot run there is a
+        recorded failure), each once; the first is primary."""
+        twice = sorted({m for m in v if v.count(m) > 1})
+        if twice:
+            raise ValueError(f"listed more than once: {', '.join(twice)}")
+        if any(not m.strip() for m in v):
+            raise ValueError("a metric name is empty")
+        return v
+
+    @model_validator(mode="after")
+    def _thresholds_name_metrics(self) -> RunConfig:
+        unknown = sorted(set(self.regression.thresholds) - set(self.metrics))
+        if unknown:
+            raise ValueError(f"regression.thresholds names {', '.join(unknown)}, not in metrics "
+                             f"({', '.join(self.metrics)})")  # fmt: skip
+        return self
 
     @field_validator("baseline", mode="before")
     @classmethod

@@ -15,16 +15,15 @@ from prefect import flow, task
 from prefect.futures import as_completed
 from prefect.utilities.annotations import unmapped
 
-from jndqa.metric import ModelRef
-
 from .config import RunConfig, load_config
+from .metrics import NightMetric
 from .pipeline import ItemResult, ItemWork, Night, RenderSettings, default_db, process_item
 from .verdict import Verdict
 
 
 @task(name="render-and-score-item", retries=1, retry_delay_seconds=1)
-def item_task(work: ItemWork, model: ModelRef, render: RenderSettings) -> ItemResult:
-    return process_item(work, model, render)
+def item_task(work: ItemWork, metrics: tuple[NightMetric, ...], render: RenderSettings) -> ItemResult:
+    return process_item(work, metrics, render)
 
 
 def _task_runner(cfg: RunConfig):
@@ -57,7 +56,7 @@ def nightly_flow(config: RunConfig, config_dir: str | None = None, db: str | Non
 
             bar = tqdm(total=len(plan.work), unit="item", file=sys.stderr, desc="rendering+scoring")
         runner_task = item_task.with_options(retries=config.runner.retries)
-        futures = runner_task.map(list(plan.work), unmapped(plan.model), unmapped(plan.render)) if plan.work else []
+        futures = runner_task.map(list(plan.work), unmapped(plan.metrics), unmapped(plan.render)) if plan.work else []
         by_future = {f.task_run_id: w for f, w in zip(futures, plan.work, strict=True)}
         for fut in as_completed(futures):
             try:

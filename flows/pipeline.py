@@ -27,6 +27,7 @@ from jndqa.metric import ModelRef
 from jndqa.store import Store, compare_runs
 
 from .config import RunConfig
+from .metrics import NightMetric, metric_failure, resolve_metrics, score_each, score_row
 from .models import resolve_model
 from .verdict import night_verdict
 
@@ -38,6 +39,7 @@ __all__ = [
     "RenderSettings",
     "VariantWork",
     "choose_kept_audio",
+    "disagreements",
     "plan_night",
     "process_item",
 ]
@@ -46,13 +48,15 @@ __all__ = [
 @dataclass(frozen=True)
 class VariantWork:
     """One variant of one item to render: its spec id, label, the encoder build it is rendered with,
-    the spec as the config gave it (parsed again where it runs) and why (kept audio: the reason)."""
+    the spec as the config gave it (parsed again where it runs), the metrics (names) it still needs
+    scores of, and why (kept audio: the reason)."""
 
     spec_id: str
     label: str
     encoder_version: str
     spec: dict
     reason: str = ""
+    metrics: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -84,17 +88,7 @@ class RenderSettings:
 
 
 # -------------------------------------------------------------------- scoring
-_SCORERS: dict[ModelRef, Any] = {}
-_SCORER_LOCK = threading.Lock()
 _SCORE_LOCK = threading.Lock()  # one scoring at a time per process: torch already uses every core
-
-
-def _scorer(model: ModelRef):
-    """One scorer per model (weights, protocol, windows), shared by the items of a process."""
-    with _SCORER_LOCK:
-        if model not in _SCORERS:
-            _SCORERS[model] = model.scorer()
-        return _SCORERS[model]
 
 
 @dataclass
@@ -127,9 +121,21 @@ def _render(ref, variants: Sequence[VariantWork], render: RenderSettings) -> lis
                       match_loudness=render.match_loudness, workers=render.workers)  # fmt: skip
 
 
-def process_item(work: ItemWork, model: ModelRef, render: RenderSettings) -> ItemResult:
-    """Render and score the variants of one item with ``model``. Never raises for bad audio or a
-    failing encoder: failures are rows."""
+def _unaligned_reason(nm: NightMetric, r) -> str:
+    protocol = f" under the {nm.key[2]} protocol" if nm.name == "dpam" else ""
+    return (f"aligned by its envelope only (envelope correlation {r.correlation:.3f}; the samples do not correlate: "
+            f"a resynthesising codec?): {nm.name}{protocol} compares sample-aligned signals; the metrics that "
+            "need no alignment scored it")  # fmt: skip
+
+
+def process_item(work: ItemWork, metrics: Sequence[NightMetric], render: RenderSettings) -> ItemResult:
+    """Render the variants of one item once, then score each with the metrics it still needs
+    (:attr:`VariantWork.metrics`). Never raises for bad audio, a failing encoder or a metric that
+    cannot score a pair: failures are rows (a metric's carry its name).
+
+    A variant aligned by its envelope only (a resynthesising codec) is scored by the metrics that do
+    not need sample alignment and is a failure of those that do."""
+    from jndqa.metric.plugin import MetricError
     from jndqa.variants import VariantError
 
     res = ItemResult(work.sha256, work.path)
@@ -145,71 +151,68 @@ def process_item(work: ItemWork, model: ModelRef, render: RenderSettings) -> Ite
     for v, r in zip(work.variants, rendered, strict=True):
         if isinstance(r, VariantError):
             res.failures.append(r.row())
-        elif r.alignment != "samples" and model.rule.windowed:
-            res.failures.append({
-                "item": work.path, "variant": v.label, "spec_id": v.spec_id, "kind": "metric",
-                "reason": f"aligned by its envelope only (envelope correlation {r.correlation:.3f}; the samples do not "
-                          f"correlate: a resynthesising codec?): the {model.protocol} protocol compares sample-aligned "
-                          "signals; score it under protocol official or with a metric that does not need alignment",
-            })  # fmt: skip
         else:
             good.append((v, r))
-    if not good:
-        return res
-    t1 = time.perf_counter()
-    scorer = _scorer(model)
-    ref22 = scorer.prepare(ref.samples, ref.rate)
-    tests = [scorer.prepare(r.samples, r.rate) for _, r in good]
-    # Rendering equalises lengths at the item's rate; resampling can leave them a sample apart.
-    n = min(len(ref22), *(len(t) for t in tests))
-    ref22, tests = ref22[:n], [t[:n] for t in tests]
-    with _SCORE_LOCK:
-        reference = scorer.reference(ref22)
-        scores = scorer.score_reference(reference, tests)
-    res.score_seconds = time.perf_counter() - t1
-    per_variant_score = res.score_seconds / len(good)
-    model_id, model_version, protocol = model.key
-    for (v, r), s in zip(good, scores, strict=True):
-        windows = s.windows or []
-        res.scores.append(
-            {
+    for nm in metrics:
+        pairs = []
+        for v, r in good:
+            if nm.name not in v.metrics:
+                continue
+            if nm.needs_alignment and r.alignment != "samples":
+                res.failures.append(metric_failure(nm.name, _unaligned_reason(nm, r), item=work.path,
+                                                   variant=v.label, spec_id=v.spec_id))  # fmt: skip
+            else:
+                pairs.append((v, r))
+        if not pairs:
+            continue
+        t1 = time.perf_counter()
+        with _SCORE_LOCK:
+            results = score_each(nm, ref.samples, [r.samples for _, r in pairs], ref.rate)
+        seconds = time.perf_counter() - t1
+        res.score_seconds += seconds
+        for (v, r), s in zip(pairs, results, strict=True):
+            if isinstance(s, MetricError):
+                res.failures.append(metric_failure(nm.name, s.reason, item=work.path, variant=v.label,
+                                                   spec_id=v.spec_id))  # fmt: skip
+                continue
+            res.scores.append({
                 "item_sha256": work.sha256,
                 "spec_id": v.spec_id,
                 "encoder_version": v.encoder_version,
-                "model_id": model_id,
-                "model_version": model_version,
-                "protocol": protocol,
-                "distance": s.distance,
-                "p_jnd": s.p_jnd,
-                "p_jnd_calibrated": s.p_jnd_calibrated,
-                "layer_terms": s.layer_terms,
-                "window_starts": [w.start for w in windows],
-                "window_ends": [w.end for w in windows],
-                "window_distances": [w.distance for w in windows],
-                "channel_distances": s.channels,
+                **score_row(nm, s),
                 "loudness_reference": r.loudness_reference,
                 "loudness_variant": r.loudness_variant,
                 "loudness_delta": r.loudness_delta,
                 "offset_samples": r.offset,
                 "correlation": r.correlation,
+                "alignment": r.alignment,
                 "render_seconds": float(sum(r.timings.values())),
-                "score_seconds": per_variant_score,
-            }
-        )
+                "score_seconds": seconds / len(pairs),
+            })  # fmt: skip
     return res
 
 
 # ----------------------------------------------------------------- kept audio
 def choose_kept_audio(
-    rows: list[dict], baseline_rows: list[dict], regressed: set[str], *, worst: int, flagged: int, threshold: float
+    rows: list[dict],
+    baseline_rows: list[dict],
+    regressed: set[str],
+    *,
+    worst: int,
+    flagged: int,
+    threshold: float,
+    orientation: str = "distance",
 ) -> dict[tuple[str, str], str]:
-    """Which (item sha256, spec id) pairs a run keeps decoded audio of, with the reason.
+    """Which (item sha256, spec id) pairs a run keeps decoded audio of, with the reason, from one
+    metric's rows (``value``; ``orientation`` ``distance``: higher is worse, ``quality``: lower is worse).
 
-    For every variant, its ``worst`` highest-distance items ("worst"). For every regressed
-    variant, every item whose p_jnd crossed 0.5 upwards since the baseline, and its ``flagged``
-    items that worsened most, among those whose distance rose by more than ``threshold``
-    ("flagged"). Ties break by item path, so the choice is deterministic.
+    For every variant, its ``worst`` worst-valued items ("worst"). For every regressed variant, every
+    item whose p_jnd crossed 0.5 upwards since the baseline, and its ``flagged`` items that worsened
+    most, among those that worsened by more than ``threshold`` ("flagged"). Ties break by item path,
+    so the choice is deterministic.
     """
+    worse = 1.0 if orientation == "distance" else -1.0  # worse * value grows as the item sounds worse
+    unit = "distance" if orientation == "distance" else "value"
     chosen: dict[tuple[str, str], str] = {}
     by_spec: dict[str, list[dict]] = {}
     for r in rows:
@@ -224,12 +227,12 @@ def choose_kept_audio(
                     continue
                 if b.get("p_jnd") is not None and r.get("p_jnd") is not None and b["p_jnd"] < 0.5 <= r["p_jnd"]:
                     chosen[(r["item_sha256"], spec_id)] = "flagged: p_jnd crossed 0.5"
-                change = r["distance"] - b["distance"]
+                change = worse * (r["value"] - b["value"])
                 if change > threshold:
-                    changes.append((-change, r.get("path") or "", r["item_sha256"]))
-            for change, _, sha in sorted(changes)[:flagged]:
-                chosen.setdefault((sha, spec_id), f"flagged: distance +{-change:.3f} since the baseline")
-        for r in sorted(mine, key=lambda r: (-r["distance"], r.get("path") or ""))[:worst]:
+                    changes.append((-change, r.get("path") or "", r["item_sha256"], r["value"] - b["value"]))
+            for _, _, sha, raw in sorted(changes)[:flagged]:
+                chosen.setdefault((sha, spec_id), f"flagged: {unit} {raw:+.3f} since the baseline")
+        for r in sorted(mine, key=lambda r: (-worse * r["value"], r.get("path") or ""))[:worst]:
             chosen.setdefault((r["item_sha256"], spec_id), "worst")
     return chosen
 
@@ -302,13 +305,16 @@ def _new_run_id() -> str:
 
 @dataclass(frozen=True)
 class NightPlan:
-    """What a night will do, decided before anything runs: the model, the variants and the encoder
-    build of each (None when its version command failed), the corpus items, the failures found while
-    planning (corpus entries, encoders), the work units for items with missing keys and the stored
+    """What a night will do, decided before anything runs: the DPAM model, the metrics (the primary
+    first; those that cannot run here are planning failures), the variants and the encoder build of
+    each (None when its version command failed), the corpus items, the failures found while planning
+    (corpus entries, encoders, metrics), the work units for items with missing keys and the stored
     keys that are reused."""
 
     run_id: str
     model: ModelRef
+    metrics: tuple[NightMetric, ...]
+    metric_names: tuple[str, ...]  # as the config lists them: the first is primary, even when it cannot run
     render: RenderSettings
     specs: tuple[Any, ...]  # jndqa.variants.VariantSpec
     spec_versions: dict[str, str | None]
@@ -317,20 +323,32 @@ class NightPlan:
     work: tuple[ItemWork, ...]
     reused: tuple[tuple, ...]
 
+    @property
+    def primary(self) -> NightMetric | None:
+        """The primary metric, None when it cannot run here."""
+        return next((m for m in self.metrics if m.primary), None)
+
+    @property
+    def run_key(self) -> tuple[str, str, str]:
+        """The run's (model id, model version, protocol): the primary metric's key, which baselines
+        must share."""
+        return self.primary.key if self.primary else (self.metric_names[0], "", "")
+
 
 def plan_night(cfg: RunConfig, store: Store, *, run_id: str | None = None,
                config_dir: str | Path | None = None) -> NightPlan:  # fmt: skip
-    """Plan a night of ``cfg`` against ``store``: resolve the model in the registry, ask every encoder
-    its version, scan the corpus and find which keys are already stored. Writes nothing to the store
-    but the registry's seed rows. ``config_dir``: where relative commands of external coders run."""
+    """Plan a night of ``cfg`` against ``store``: resolve the model in the registry and the metrics,
+    ask every encoder its version, scan the corpus and find which keys (item, variant, build, metric)
+    are already stored. Writes nothing to the store but the registry's seed rows. ``config_dir``: where
+    relative commands of external coders run."""
     from jndqa.variants import VariantError, encoder_version, parse_variants
 
     m = cfg.metric
     model = resolve_model(m.model, store, protocol=m.protocol, window_seconds=m.window_seconds,
                           hop_seconds=m.hop_seconds, length_tolerance=m.length_tolerance)  # fmt: skip
+    metrics, failures = resolve_metrics(cfg.metrics, model)
     render = RenderSettings.from_config(cfg, config_dir)
     specs = parse_variants(cfg.variants, base_dir=render.base_dir)
-    failures: list[dict] = []
     versions: dict[str, str | None] = {}
     for spec in specs:
         try:
@@ -341,17 +359,39 @@ def plan_night(cfg: RunConfig, store: Store, *, run_id: str | None = None,
     items, corpus_failures = scan_corpus(cfg.corpus.root, cfg.corpus.manifest)
     failures += [f.row() for f in corpus_failures]
     live = [s for s in specs if versions[s.id] is not None]
-    wanted = {(item.sha256, s.id): (item.sha256, s.id, versions[s.id], *model.key) for item in items for s in live}
+    wanted = {(item.sha256, s.id, nm.name): (item.sha256, s.id, versions[s.id], nm.name, *nm.key)
+              for item in items for s in live for nm in metrics}  # fmt: skip
     have = store.existing_keys(wanted.values())
     work = []
     for item in items:
-        todo = [s for s in live if wanted[(item.sha256, s.id)] not in have]
-        if todo:
-            variants = tuple(VariantWork(s.id, s.label, versions[s.id], s.model_dump(mode="json", exclude_none=True))
-                             for s in todo)  # fmt: skip
-            work.append(ItemWork(item.sha256, item.path, str(item.abspath), variants))
-    return NightPlan(run_id or _new_run_id(), model, render, tuple(specs), versions, tuple(items), tuple(failures),
-                     tuple(work), tuple(sorted(have)))  # fmt: skip
+        variants = []
+        for s in live:
+            todo = tuple(nm.name for nm in metrics if wanted[(item.sha256, s.id, nm.name)] not in have)
+            if todo:
+                variants.append(VariantWork(s.id, s.label, versions[s.id], s.model_dump(mode="json", exclude_none=True),
+                                            metrics=todo))  # fmt: skip
+        if variants:
+            work.append(ItemWork(item.sha256, item.path, str(item.abspath), tuple(variants)))
+    return NightPlan(run_id or _new_run_id(), model, metrics, tuple(cfg.metrics), render, tuple(specs), versions,
+                     tuple(items), tuple(failures), tuple(work), tuple(sorted(have)))  # fmt: skip
+
+
+FAILURE_FIELDS = (("item", "item"), ("variant", "label"), ("metric", "metric"), ("reason", "reason"))
+
+
+def disagreements(per_metric: list[dict]) -> list[dict]:
+    """The variants whose regression verdict differs between metrics (among the metrics that compared
+    it with the baseline): ``{"variant", "regressed": [metrics], "not_regressed": [metrics]}``."""
+    verdicts: dict[str, dict[str, bool]] = {}
+    for m in per_metric:
+        for c in m["comparisons"]:
+            verdicts.setdefault(c["label"], {})[m["metric"]] = bool(c["regressed"])
+    out = []
+    for label, by_metric in sorted(verdicts.items()):
+        if len(set(by_metric.values())) > 1:
+            out.append({"variant": label, "regressed": [k for k, v in by_metric.items() if v],
+                        "not_regressed": [k for k, v in by_metric.items() if not v]})  # fmt: skip
+    return out
 
 
 class Night:
@@ -394,11 +434,12 @@ class Night:
         from jndqa.variants import tool_versions
 
         plan, cfg = self.plan, self.cfg
-        model_id, model_version, protocol = plan.model.key
+        model_id, model_version, protocol = plan.run_key
+        versions = {**tool_versions(cfg.ffmpeg), **{f"metric:{nm.name}": nm.key[1] for nm in plan.metrics}}
         self.store.mark_stale_runs()
         self.store.begin_run(plan.run_id, config_hash=cfg.config_hash(), config=cfg.model_dump(mode="json"),
                              model_id=model_id, model_version=model_version, protocol=protocol,
-                             tool_versions=tool_versions(cfg.ffmpeg), host=socket.gethostname())  # fmt: skip
+                             tool_versions=versions, host=socket.gethostname())  # fmt: skip
         self.store.add_items(plan.run_id, [i.row() for i in plan.items])
         self.store.add_variants(
             plan.run_id,
@@ -422,49 +463,93 @@ class Night:
         self.store.write_failures(self.run_id, rows)
         self.item_failures += rows
 
+    def _compare(self, nm: NightMetric, rows: list[dict], baseline: str | None) -> tuple[list, str]:
+        """``nm``'s comparisons with the baseline run (only its scores with the same key) and a note."""
+        if not baseline:
+            return [], "no baseline"
+        base = [r for r in self.store.run_scores(baseline, metric=nm.name)
+                if (r["model_id"], r["model_version"], r["protocol"]) == nm.key]  # fmt: skip
+        if not base:
+            return [], f"the baseline {baseline} has no {nm.name} scores with {' / '.join(filter(None, nm.key))}"
+        reg = self.cfg.regression
+        comparisons = compare_runs(base, rows, threshold=reg.threshold_for(nm.name), seed=reg.seed,
+                                   n_boot=reg.bootstrap, orientation=nm.orientation)  # fmt: skip
+        return comparisons, f"compared with {baseline}"
+
     def finish(self, report: str | None = None) -> dict:
-        """Compare with the baseline, decide the verdict (:func:`jndqa.flows.verdict.night_verdict`),
-        record it, return the run summary (docs/cli.md "run")."""
+        """Compare every metric with the baseline, decide the verdict from the primary metric's
+        comparisons and the failures that are not another metric's
+        (:func:`jndqa.flows.verdict.night_verdict`), record it, return the run summary (docs/cli.md "run")."""
         cfg, plan = self.cfg, self.plan
-        model_id, model_version, protocol = plan.model.key
-        rows = self.store.run_scores(self.run_id)
+        model_id, model_version, protocol = plan.run_key
+        primary = plan.primary
         baseline, why = self.store.resolve_baseline(self.baseline_policy, model_id=model_id,
                                                     model_version=model_version, protocol=protocol,
                                                     exclude=self.run_id)  # fmt: skip
-        baseline_rows = self.store.run_scores(baseline) if baseline else []
-        comparisons = []
-        if baseline:
-            comparisons = compare_runs(baseline_rows, rows, threshold=cfg.regression.threshold,
-                                       seed=cfg.regression.seed, n_boot=cfg.regression.bootstrap)  # fmt: skip
+        if primary is None:
+            baseline, why = None, f"the primary metric {plan.metric_names[0]} cannot run here: nothing to compare"
+        all_rows = self.store.run_scores(self.run_id)
         failures = self.store.run_failures(self.run_id)
+        per_metric, comparisons, rows = [], [], []
+        for nm in plan.metrics:
+            mine = [r for r in all_rows if r["metric"] == nm.name]
+            comps, note = self._compare(nm, mine, baseline)
+            if nm.primary:
+                comparisons, rows = comps, mine
+            per_metric.append({
+                **nm.describe(),
+                "scores": len(mine),
+                "failures": sum(1 for f in failures if f["metric"] == nm.name),
+                "regressions": [c.label for c in comps if c.regressed],
+                "comparisons": [c.as_dict() for c in comps],
+                "note": note,
+            })  # fmt: skip
+        for name in plan.metric_names:
+            if all(m["metric"] != name for m in per_metric):
+                per_metric.append({"metric": name, "primary": name == plan.metric_names[0], "scores": 0,
+                                   "failures": sum(1 for f in failures if f["metric"] == name), "regressions": [],
+                                   "comparisons": [], "note": "cannot run here (see failures)"})  # fmt: skip
+        primary_name = plan.metric_names[0]
+        counted = [f for f in failures if f["metric"] in (None, primary_name)]
         regressions = [c for c in comparisons if c.regressed]
-        kept = self.keep_audio(rows, baseline_rows, {c.spec_id for c in regressions})
-        status = night_verdict(regressions=len(regressions), failures=len(failures),
+        baseline_rows = self.store.run_scores(baseline, metric=primary_name) if baseline and primary else []
+        kept = self.keep_audio(rows, baseline_rows, {c.spec_id for c in regressions},
+                               orientation=primary.orientation if primary else "distance")  # fmt: skip
+        status = night_verdict(regressions=len(regressions), failures=len(counted),
                                fail_on_regression=cfg.regression.fail_on_regression)  # fmt: skip
         per_variant = []
         for s in plan.specs:
-            mine = [r for r in rows if r["spec_id"] == s.id]
-            fails = [f for f in failures if f["spec_id"] == s.id]
+            means = {}
+            for nm in plan.metrics:
+                values = [r["value"] for r in all_rows if r["spec_id"] == s.id and r["metric"] == nm.name]
+                means[nm.name] = {"mean": float(np.mean(values)) if values else None, "items": len(values)}
+            dpam = [r["distance"] for r in all_rows if r["spec_id"] == s.id and r["metric"] == "dpam"]
             per_variant.append({
                 "id": s.id, "label": s.label, "encoder_version": plan.spec_versions[s.id],
-                "mean_distance": float(np.mean([r["distance"] for r in mine])) if mine else None,
-                "items": len(mine), "failures": len(fails),
+                "mean_distance": float(np.mean(dpam)) if dpam else None,
+                "items": len([r for r in rows if r["spec_id"] == s.id]),
+                "failures": sum(1 for f in failures if f["spec_id"] == s.id),
+                "metrics": means,
             })  # fmt: skip
         summary = {
             "run_id": self.run_id,
             "status": str(status),
             "items": len(plan.items),
             "variants": len(plan.specs),
-            "scores": len(rows),
+            "scores": len(all_rows),
             "reused": len(plan.reused),
-            "model": model_id,
-            "model_version": model_version,
-            "protocol": protocol,
+            "model": plan.model.key[0],
+            "model_version": plan.model.key[1],
+            "protocol": plan.model.key[2],
+            "primary_metric": primary_name,
+            "metrics": per_metric,
+            "disagreements": disagreements(per_metric),
             "per_variant": per_variant,
-            "failures": [{"item": f["item"], "variant": f["label"], "reason": f["reason"]} for f in failures],
+            "failures": [{k: f[c] for k, c in FAILURE_FIELDS} for f in failures],
             "regressions": [
                 {
                     "variant": c.label,
+                    "metric": primary_name,
                     "mean_change": c.mean_change,
                     "ci": list(c.ci),
                     "p_value": c.p_value,
@@ -483,10 +568,13 @@ class Night:
         self.store.finish_run(self.run_id, str(status), summary)
         return summary
 
-    def keep_audio(self, rows: list[dict], baseline_rows: list[dict], regressed: set[str]) -> list[dict]:
-        """Keep the decoded audio the report needs (:func:`choose_kept_audio`) under ``<out>/audio``."""
+    def keep_audio(self, rows: list[dict], baseline_rows: list[dict], regressed: set[str], *,
+                   orientation: str = "distance") -> list[dict]:  # fmt: skip
+        """Keep the decoded audio the report needs (:func:`choose_kept_audio` on the primary metric's
+        rows) under ``<out>/audio``."""
         chosen = choose_kept_audio(rows, baseline_rows, regressed, worst=self.cfg.keep_audio,
-                                   flagged=self.cfg.keep_flagged, threshold=self.cfg.regression.threshold)  # fmt: skip
+                                   flagged=self.cfg.keep_flagged, threshold=self.cfg.regression.threshold,
+                                   orientation=orientation)  # fmt: skip
         if not chosen:
             return []
         specs = {s.id: s for s in self.plan.specs}

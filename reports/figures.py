@@ -92,8 +92,9 @@ def mean_ci(values: Sequence[float], *, n_boot: int = 2000, seed: int = 0, level
     return float(x.mean()), lo, hi
 
 
-def rate_quality(curves: list[dict]) -> dict:
-    """Bitrate against mean distance, one curve per codec family and run. ``curves``: ``name``,
+def rate_quality(curves: list[dict], unit: str = "DPAM distance") -> dict:
+    """Bitrate against the mean value of one metric (``unit``: its name on the axis), one curve per codec
+    family and run. ``curves``: ``name``,
     ``colour`` (a palette index: one per family), ``dash`` (``solid`` this run, ``dash`` the
     baseline), ``points``: list of ``(kbps, mean, lo, hi, label, n)``."""
     data = []
@@ -146,7 +147,7 @@ def rate_quality(curves: list[dict]) -> dict:
                 },
                 "text": [plotly_text(p[4]) for p in pts],
                 "customdata": [[p[2], p[3], p[5]] for p in pts],
-                "hovertemplate": "%{text}<br>%{x:g} kbit/s<br>mean distance %{y:.4f}"
+                "hovertemplate": "%{text}<br>%{x:g} kbit/s<br>mean %{y:.4f}"
                 "<br>95% CI [%{customdata[0]:.4f}, %{customdata[1]:.4f}]<br>%{customdata[2]} items"
                 "<extra>%{fullData.name}</extra>",
             }
@@ -155,7 +156,7 @@ def rate_quality(curves: list[dict]) -> dict:
         "data": data,
         "layout": layout(
             xaxis={"title": {"text": "bitrate (kbit/s)"}, "type": "log"},
-            yaxis={"title": {"text": "mean DPAM distance"}, "rangemode": "tozero"},
+            yaxis={"title": {"text": plotly_text(f"mean {unit}")}, "rangemode": "tozero"},
             height=420,
             legend={"orientation": "v"},
         ),
@@ -167,8 +168,16 @@ def _alpha(hex_colour: str, a: float) -> str:
     return f"rgba({r},{g},{b},{a})"
 
 
-def heatmap(items: list[str], variants: list[str], z: list[list[float | None]], links: list[str]) -> dict:
-    """Items (rows) × variants (columns) of distances; a click opens the item's page."""
+def heatmap(
+    items: list[str],
+    variants: list[str],
+    z: list[list[float | None]],
+    links: list[str],
+    unit: str = "distance",
+    higher_is_worse: bool = True,
+) -> dict:
+    """Items (rows) × variants (columns) of one metric's values (``unit``: its name), the worse the redder
+    (``higher_is_worse``: a distance); a click opens the item's page."""
     height = max(260, 22 * len(items) + 140)
     return {
         "data": [
@@ -178,10 +187,10 @@ def heatmap(items: list[str], variants: list[str], z: list[list[float | None]], 
                 "y": [plotly_text(i) for i in items],
                 "z": z,
                 "colorscale": "YlOrRd",
-                "reversescale": True,
-                "colorbar": {"title": {"text": "distance"}},
+                "reversescale": higher_is_worse,
+                "colorbar": {"title": {"text": plotly_text(unit)}},
                 "customdata": [[link] * len(variants) for link in links],
-                "hovertemplate": "%{y}<br>%{x}<br>distance %{z:.4f}<extra>click: open the item</extra>",
+                "hovertemplate": "%{y}<br>%{x}<br>%{z:.4f}<extra>click: open the item</extra>",
                 "xgap": 1,
                 "ygap": 1,
             }
@@ -196,8 +205,9 @@ def heatmap(items: list[str], variants: list[str], z: list[list[float | None]], 
     }
 
 
-def distance_distribution(series: list[dict]) -> dict:
-    """Box plots with every item as a point: ``series`` of ``name``, ``values``, ``items``, ``group``
+def distance_distribution(series: list[dict], unit: str = "DPAM distance") -> dict:
+    """Box plots of one metric's values (``unit``: its name) with every item as a point: ``series`` of
+    ``name``, ``values``, ``items``, ``group``
     (``candidate`` / ``baseline``)."""
     data = []
     colours = {"candidate": PALETTE[0], "baseline": "#999999"}
@@ -216,7 +226,7 @@ def distance_distribution(series: list[dict]) -> dict:
                 "jitter": 0.4,
                 "pointpos": 0,
                 "text": [plotly_text(i) for i in s["items"]],
-                "hovertemplate": "%{text}<br>distance %{y:.4f}<extra>%{fullData.name}</extra>",
+                "hovertemplate": "%{text}<br>%{y:.4f}<extra>%{fullData.name}</extra>",
             }
         )
         seen.add(s["group"])
@@ -225,16 +235,16 @@ def distance_distribution(series: list[dict]) -> dict:
         "layout": layout(
             boxmode="group",
             height=360,
-            yaxis={"title": {"text": "DPAM distance"}, "rangemode": "tozero"},
+            yaxis={"title": {"text": plotly_text(unit)}, "rangemode": "tozero"},
             xaxis={"automargin": True},
             legend={"orientation": "h", "y": 1.12},
         ),
     }
 
 
-def trend(points: list[dict], links: dict[str, str]) -> dict:
-    """Each variant's mean distance across nights: ``points`` of ``series``, ``run_id``, ``started``,
-    ``mean_distance``, ``items``; a click opens the run's page when it has one."""
+def trend(points: list[dict], links: dict[str, str], unit: str = "DPAM distance") -> dict:
+    """Each variant's mean value of one metric (``unit``: its name) across nights: ``points`` of ``series``,
+    ``run_id``, ``started``, ``mean_value``, ``items``; a click opens the run's page when it has one."""
     by_series: dict[str, list[dict]] = {}
     for p in points:
         by_series.setdefault(p["series"], []).append(p)
@@ -247,11 +257,11 @@ def trend(points: list[dict], links: dict[str, str]) -> dict:
                 "mode": "lines+markers",
                 "name": plotly_text(name),
                 "x": [_iso(p["started"]) for p in pts],
-                "y": [p["mean_distance"] for p in pts],
+                "y": [p["mean_value"] for p in pts],
                 "line": {"color": PALETTE[k % len(PALETTE)]},
                 "text": [plotly_text(p["run_id"]) for p in pts],
                 "customdata": [links.get(p["run_id"], "") for p in pts],
-                "hovertemplate": "run %{text}<br>%{x}<br>mean distance %{y:.4f}<extra>%{fullData.name}</extra>",
+                "hovertemplate": "run %{text}<br>%{x}<br>mean %{y:.4f}<extra>%{fullData.name}</extra>",
             }
         )
     return {
@@ -259,7 +269,7 @@ def trend(points: list[dict], links: dict[str, str]) -> dict:
         "layout": layout(
             height=380,
             xaxis={"title": {"text": "night"}, "type": "date"},
-            yaxis={"title": {"text": "mean DPAM distance"}, "rangemode": "tozero"},
+            yaxis={"title": {"text": plotly_text(f"mean {unit}")}, "rangemode": "tozero"},
             legend={"orientation": "h", "y": -0.2},
         ),
         "click": "link",
@@ -271,10 +281,13 @@ def _iso(t: object) -> str:
 
 
 def window_strip(
-    windows: list[tuple[float, float, float]], baseline: list[tuple[float, float, float]] | None, audio_id: str | None
+    windows: list[tuple[float, float, float]],
+    baseline: list[tuple[float, float, float]] | None,
+    audio_id: str | None,
+    unit: str = "distance",
 ) -> dict:
-    """Distance of each analysis window over time (a segment per window, drawn at its span, and
-    a marker at its centre); a click plays the variant's audio from the window's start."""
+    """Value (``unit``: the metric's name) of each analysis window over time (a segment per window, drawn
+    at its span, and a marker at its centre); a click plays the variant's audio from the window's start."""
     data = []
     for name, wins, colour, dash in (
         ("baseline", baseline, "#999999", "dot"),
@@ -311,7 +324,7 @@ def window_strip(
                 "showlegend": False,
                 "customdata": [s for s, _, _ in wins],
                 "text": [f"{s:.1f}–{e:.1f} s" for s, e, _ in wins],
-                "hovertemplate": "window %{text}<br>distance %{y:.4f}<extra>click: play from here</extra>",
+                "hovertemplate": "window %{text}<br>%{y:.4f}<extra>click: play from here</extra>",
             }
         )
     return {
@@ -320,7 +333,7 @@ def window_strip(
             height=220,
             margin={"l": 60, "r": 20, "t": 10, "b": 40},
             xaxis={"title": {"text": "time (s)"}, "rangemode": "tozero"},
-            yaxis={"title": {"text": "distance"}, "rangemode": "tozero"},
+            yaxis={"title": {"text": plotly_text(unit)}, "rangemode": "tozero"},
             legend={"orientation": "h", "y": 1.15},
         ),
         "click": "seek" if audio_id else None,

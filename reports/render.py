@@ -148,6 +148,23 @@ def render_report(store: Any, out: str | Path, run_id: str | None = None) -> Rep
     )
 
 
+# ------------------------------------------------------------------ metrics
+def metric_unit(metric: str, orientation: str) -> str:
+    """How a metric's values are named on axes: ``DPAM distance``; ``zimtohrli (higher is better)``."""
+    if metric == "dpam":
+        return "DPAM distance"
+    return f"{metric} ({'higher' if orientation == 'quality' else 'lower'} is better)"
+
+
+def _orientation(rows: list[dict]) -> str:
+    return next((r["orientation"] for r in rows if r.get("orientation")), "distance")
+
+
+def _worse(orientation: str) -> float:
+    """+1 when a higher value sounds worse (a distance), -1 when it sounds better (a quality)."""
+    return 1.0 if orientation == "distance" else -1.0
+
+
 # --------------------------------------------------------------------- index
 def _render_index(store, root: Path, runs: list[dict], env, common: dict) -> Path:
     fig = Figures()
@@ -167,16 +184,22 @@ def _render_index(store, root: Path, runs: list[dict], env, common: dict) -> Pat
             }
         )
     means = store.variant_means()
-    combos = {(m["model_id"], m["model_version"], m["protocol"]) for m in means}
-    points = []
-    for m in means:
-        series = m["label"]
-        if len(combos) > 1:
-            series += f" ({m['model_id']} {m['model_version']}, {m['protocol']})"
-        points.append({**m, "series": series})
-    trend = fig(figures.trend(points, links)) if points else None
+    trends = []
+    for metric in sorted({m["metric"] for m in means}, key=lambda name: (name != "dpam", name)):
+        mine = [m for m in means if m["metric"] == metric]
+        combos = {(m["model_id"], m["model_version"], m["protocol"]) for m in mine}
+        points = []
+        for m in mine:
+            series = m["label"]
+            if len(combos) > 1:
+                series += f" ({' '.join(filter(None, (m['model_id'], m['model_version'], m['protocol'])))})"
+            points.append({**m, "series": series})
+        unit = metric_unit(metric, _orientation(mine))
+        trends.append({"metric": metric, "unit": unit, "figure": fig(figures.trend(points, links, unit=unit))})
     path = root / "index.html"
-    write_page(path, env.get_template("index.html.j2").render(root="", title="Runs", runs=rows, trend=trend, **common))
+    write_page(
+        path, env.get_template("index.html.j2").render(root="", title="Runs", runs=rows, trends=trends, **common)
+    )
     return path
 
 
@@ -233,14 +256,33 @@ def _render_run(store, root: Path, run_id: str, env, common: dict) -> tuple[int,
     summary = _json_field(run.get("summary"))
     config = _json_field(run.get("config")) or {}
     tools = _json_field(run.get("tool_versions")) or {}
-    rows = store.run_scores(run_id)
+    metric_list = config.get("metrics") or ["dpam"]
+    primary = (summary or {}).get("primary_metric") or metric_list[0]
+    all_rows = store.run_scores(run_id)
+    rows = [r for r in all_rows if r["metric"] == primary]
+    orientation = _orientation(rows)
+    worse = _worse(orientation)
+    unit = metric_unit(primary, orientation)
     variants = store.run_variants(run_id)
     items = store.run_items(run_id)
     failures = store.run_failures(run_id)
     kept = {(k["item_sha256"], k["spec_id"]): k for k in store.kept_audio(run_id)}
     baseline_id = run.get("baseline_run")
-    baseline_rows = store.run_scores(baseline_id) if baseline_id else []
+    run_key = (run["model_id"], run["model_version"], run["protocol"])
+    baseline_all = store.run_scores(baseline_id) if baseline_id else []
+    baseline_rows = [
+        r
+        for r in baseline_all
+        if r["metric"] == primary and (r["model_id"], r["model_version"], r["protocol"]) == run_key
+    ]
     base = {(r["item_sha256"], r["spec_id"]): r for r in baseline_rows}
+    # every metric's baseline score, by the full key of the score it is compared with
+    base_all = {(r["item_sha256"], r["spec_id"], r["metric"], r["model_id"], r["model_version"], r["protocol"]): r
+                for r in baseline_all}  # fmt: skip
+    others: dict[tuple[str, str], list[dict]] = {}
+    for r in all_rows:
+        if r["metric"] != primary:
+            others.setdefault((r["item_sha256"], r["spec_id"]), []).append(r)
     comparisons = (summary or {}).get("comparisons", [])
     if summary:
         baseline_note = summary.get("baseline_note") or ""
@@ -266,20 +308,21 @@ def _render_run(store, root: Path, run_id: str, env, common: dict) -> tuple[int,
         for source, dash, name in ((rows, "solid", family), (baseline_rows, "dash", f"{family} (baseline)")):
             points = []
             for v in members:
-                d = [r["distance"] for r in source if r["spec_id"] == v["spec_id"]]
+                d = [r["value"] for r in source if r["spec_id"] == v["spec_id"]]
                 if d:
                     mean, lo, hi = figures.mean_ci(d)
                     points.append((v["kbps"], mean, lo, hi, v["label"], len(d)))
             if points:
                 curves.append({"name": name, "colour": k, "dash": dash, "points": points})
-    rate_quality = fig(figures.rate_quality(curves)) if curves else None
+    rate_quality = fig(figures.rate_quality(curves, unit=unit)) if curves else None
 
     heatmap = distribution = None
     if rows:
-        z = [[(by_key.get((it["sha256"], v["spec_id"])) or {}).get("distance") for v in variants] for it in items]
+        z = [[(by_key.get((it["sha256"], v["spec_id"])) or {}).get("value") for v in variants] for it in items]
         heatmap = fig(
-            figures.heatmap([it["path"] for it in items], labels, z, [item_link[it["sha256"]] for it in items])
-        )
+            figures.heatmap([it["path"] for it in items], labels, z, [item_link[it["sha256"]] for it in items],
+                            unit=unit, higher_is_worse=worse > 0)
+        )  # fmt: skip
         series = []
         for v in variants:
             for group, source in (("baseline", baseline_rows), ("candidate", rows)):
@@ -289,16 +332,16 @@ def _render_run(store, root: Path, run_id: str, env, common: dict) -> tuple[int,
                         {
                             "name": v["label"],
                             "group": "this run" if group == "candidate" else "baseline",
-                            "values": [r["distance"] for r in mine],
+                            "values": [r["value"] for r in mine],
                             "items": [r.get("path") or r["item_sha256"][:16] for r in mine],
                         }
                     )
-        distribution = fig(figures.distance_distribution(series))
+        distribution = fig(figures.distance_distribution(series, unit=unit))
 
     item_rows = []
     for it in items:
         mine = [by_key[(it["sha256"], v["spec_id"])] for v in variants if (it["sha256"], v["spec_id"]) in by_key]
-        worst = max(mine, key=lambda r: r["distance"]) if mine else None
+        worst = max(mine, key=lambda r: worse * r["value"]) if mine else None
         item_rows.append(
             {
                 "path": it["path"],
@@ -308,7 +351,7 @@ def _render_run(store, root: Path, run_id: str, env, common: dict) -> tuple[int,
                 "format": f"{it['rate']} Hz / {it['channels']} ch",
                 "loudness": _fmt(it["loudness"], ".1f", " LUFS"),
                 "worst_label": worst["label"] if worst else "—",
-                "worst_distance": _fmt(worst and worst["distance"], ".4f"),
+                "worst_value": _fmt(worst and worst["value"], ".4f"),
                 "kept": any(k[0] == it["sha256"] and k[1] and kept[k].get("path") for k in kept),
             }
         )
@@ -316,25 +359,31 @@ def _render_run(store, root: Path, run_id: str, env, common: dict) -> tuple[int,
     fail_by_spec: dict[str, int] = {}
     for f in failures:
         fail_by_spec[f["spec_id"]] = fail_by_spec.get(f["spec_id"], 0) + 1
+    names = [primary] + [m for m in metric_list if m != primary and any(r["metric"] == m for r in all_rows)]
     variant_rows = []
     for v in variants:
-        d = [r["distance"] for r in rows if r["spec_id"] == v["spec_id"]]
+        means = []
+        for name in names:
+            d = [r["value"] for r in all_rows if r["spec_id"] == v["spec_id"] and r["metric"] == name]
+            means.append(_fmt(sum(d) / len(d), ".4f") if d else "—")
         variant_rows.append(
             {
                 **v,
                 "definition": _definition(v["spec"]),
-                "n_items": len(d),
-                "mean": _fmt(sum(d) / len(d), ".4f") if d else "—",
+                "n_items": sum(1 for r in rows if r["spec_id"] == v["spec_id"]),
+                "means": means,
                 "failures": fail_by_spec.get(v["spec_id"], 0),
             }
         )
     scored = len({r["item_sha256"] for r in rows})
+    by_metric = f" ({', '.join(names)})" if len(names) > 1 else ""
     counts = (
-        f"{len(items)} items × {len(variants)} variants: {len(rows)} scores "
-        f"({sum(1 for r in rows if r['reused'])} reused from earlier nights), {len(failures)} failures; "
-        f"{scored} items scored. Model {run['model_id']} {run['model_version']}, "
+        f"{len(items)} items × {len(variants)} variants: {len(all_rows)} scores{by_metric} "
+        f"({sum(1 for r in all_rows if r['reused'])} reused from earlier nights), {len(failures)} failures; "
+        f"{scored} items scored by {primary}. Model {run['model_id']} {run['model_version']}, "
         f"protocol {run['protocol']}."
     )
+    metric_rows, disagreement = _metric_verdicts(summary, primary)
     threshold = (config.get("regression") or {}).get("threshold", "the configured threshold")
     page = env.get_template("run.html.j2").render(
         root="../../",
@@ -345,6 +394,12 @@ def _render_run(store, root: Path, run_id: str, env, common: dict) -> tuple[int,
         baseline_note=baseline_note,
         comparisons=[{**c, "n_items": c["items"]} for c in comparisons],
         threshold=threshold,
+        primary=primary,
+        unit=unit,
+        quality=worse < 0,
+        metric_names=names,
+        metrics=metric_rows,
+        disagreement=disagreement,
         rate_quality=rate_quality,
         has_baseline=bool(baseline_rows),
         heatmap=heatmap,
@@ -365,13 +420,56 @@ def _render_run(store, root: Path, run_id: str, env, common: dict) -> tuple[int,
         fail_by_item.setdefault(f["item"], []).append(f)
     for it in items:
         n_audio = _render_item(
-            it, variants, by_key, base, kept, fail_by_item.get(it["path"], []), run, root, run_dir, env, common, config
-        )
+            it, variants, by_key, base, kept, fail_by_item.get(it["path"], []), run, root, run_dir, env, common, config,
+            scores=_ItemScores(others, base_all, primary, unit, worse),
+        )  # fmt: skip
         audio_files += n_audio
     return 1 + len(items), audio_files
 
 
-def _render_item(it, variants, by_key, base, kept, failures, run, root, run_dir, env, common, config) -> int:
+@dataclass
+class _ItemScores:
+    """What an item page needs beyond the primary metric's rows: the other metrics' scores by (item, spec),
+    every metric's baseline scores by full key, the primary's name and unit, and its direction."""
+
+    others: dict[tuple[str, str], list[dict]]
+    base_all: dict[tuple, dict]
+    primary: str
+    unit: str
+    worse: float
+
+    def other_metrics(self, sha: str, spec_id: str) -> list[dict]:
+        out = []
+        for r in self.others.get((sha, spec_id), []):
+            b = self.base_all.get((sha, spec_id, r["metric"], r["model_id"], r["model_version"], r["protocol"]))
+            out.append({"metric": r["metric"], "value": r["value"], "version": r["model_version"],
+                        "unit": metric_unit(r["metric"], r["orientation"]),
+                        "baseline": b["value"] if b else None, "alignment": r.get("alignment")})  # fmt: skip
+        return out
+
+
+def _metric_verdicts(summary: dict | None, primary: str) -> tuple[list[dict], str | None]:
+    """The run page's per-metric verdicts (from the summary) and a sentence when metrics disagree."""
+    rows = []
+    for m in (summary or {}).get("metrics") or []:
+        rows.append({**m, "key": " ".join(filter(None, (m.get("model_id"), m.get("version"), m.get("protocol")))),
+                     "compared": len(m.get("comparisons") or [])})  # fmt: skip
+    parts = []
+    for d in (summary or {}).get("disagreements") or []:
+        parts.append(f"{d['variant']}: regressed by {', '.join(d['regressed'])}, "
+                     f"not by {', '.join(d['not_regressed'])}")  # fmt: skip
+    sentence = None
+    if parts:
+        n = len(parts)
+        sentence = (
+            f"The metrics disagree on {n} variant{'s' if n != 1 else ''} ({'; '.join(parts)}). "
+            f"The night's status follows the primary metric, {primary}; listen before trusting either."
+        )
+    return rows, sentence
+
+
+def _render_item(it, variants, by_key, base, kept, failures, run, root, run_dir, env, common, config, *,
+                 scores: _ItemScores) -> int:  # fmt: skip
     fig = Figures()
     rel_root = "../../../"
     keep_n = config.get("keep_audio", 3)
@@ -390,8 +488,8 @@ def _render_item(it, variants, by_key, base, kept, failures, run, root, run_dir,
         audio_id = f"audio-{v['spec_id']}" if src else None
         b = base.get((it["sha256"], v["spec_id"]))
         windows = list(zip(r["window_starts"] or [], r["window_ends"] or [], r["window_distances"] or [], strict=True))
-        if not windows:  # official protocol: one value for the whole item
-            windows = [(0.0, float(it["duration"] or 0.0), r["distance"])]
+        if not windows:  # official protocol or a metric without windows: one value for the whole item
+            windows = [(0.0, float(it["duration"] or 0.0), r["value"])]
         bwin = None
         if b and b.get("window_starts"):
             bwin = list(zip(b["window_starts"], b["window_ends"], b["window_distances"], strict=True))
@@ -408,9 +506,13 @@ def _render_item(it, variants, by_key, base, kept, failures, run, root, run_dir,
             {
                 "spec_id": v["spec_id"],
                 "label": v["label"],
-                "distance": r["distance"],
-                "p_jnd": _fmt(r.get("p_jnd"), ".3f") + ("" if r.get("p_jnd_calibrated") else " (uncalibrated)"),
-                "baseline": b["distance"] if b else None,
+                "value": r["value"],
+                "unit": scores.unit,
+                "p_jnd": None
+                if r.get("p_jnd") is None
+                else _fmt(r["p_jnd"], ".3f") + ("" if r.get("p_jnd_calibrated") else " (uncalibrated)"),
+                "baseline": b["value"] if b else None,
+                "others": scores.other_metrics(it["sha256"], v["spec_id"]),
                 "loudness": (
                     f"{_fmt(r.get('loudness_variant'), '.1f', ' LUFS')} "
                     f"({_fmt(r.get('loudness_delta'), '+.2f', ' LU')} against the reference)"
@@ -425,12 +527,12 @@ def _render_item(it, variants, by_key, base, kept, failures, run, root, run_dir,
                 "reason": (k or {}).get("reason") if src else None,
                 "src": rel_root + src if src else None,
                 "note": _missing_note(k, keep_n),
-                "strip": fig(figures.window_strip(windows, bwin, audio_id)),
+                "strip": fig(figures.window_strip(windows, bwin, audio_id, unit=scores.unit)),
                 "spectrogram": spectrogram,
                 "spectrogram_note": note,
             }
         )
-    sections.sort(key=lambda s: -s["distance"])
+    sections.sort(key=lambda s: -scores.worse * s["value"])
     page = env.get_template("item.html.j2").render(
         root=rel_root,
         title=it["path"],

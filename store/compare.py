@@ -1,13 +1,14 @@
 """Baseline comparison: paired per-item statistics per variant.
 
-For each variant present in both runs, the per-item differences
-(candidate − baseline distance, over items scored in both) give the mean change,
+Of one metric's scores: for each variant present in both runs, the per-item differences
+(candidate − baseline value, over items scored in both) give the mean change,
 a seeded percentile-bootstrap 95 % confidence interval resampling items
 (:func:`jndqa.stats.bootstrap_mean`; the variants, in label order, draw from one
 random stream seeded by ``seed``) and a Wilcoxon signed-rank p-value; p-values
-are Holm-corrected across variants. A variant regresses when the interval's
-lower bound exceeds the threshold. Items whose p_jnd crosses 0.5 upwards are
-listed.
+are Holm-corrected across variants. A variant regresses when the whole interval
+lies on the worse side beyond the threshold: above ``+threshold`` for a distance
+(DPAM: higher is worse), below ``-threshold`` for a quality (a MOS: lower is worse).
+Items whose p_jnd crosses 0.5 upwards are listed (DPAM only: other metrics have no p_jnd).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class VariantComparison:
     items_crossing: list[str] = field(default_factory=list)
     baseline_mean: float = float("nan")
     candidate_mean: float = float("nan")
+    orientation: str = "distance"
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -70,9 +72,13 @@ def compare_runs(
     seed: int = 0,
     n_boot: int = 10_000,
     level: float = 0.95,
+    orientation: str = "distance",
 ) -> list[VariantComparison]:
-    """Compare two runs' score rows (``item_sha256``, ``spec_id``, ``label``, ``distance``, ``p_jnd``,
-    optional ``path``). Variants are matched by spec id, items by content hash."""
+    """Compare two runs' score rows of one metric (``item_sha256``, ``spec_id``, ``label``, ``value``,
+    optional ``p_jnd`` and ``path``). Variants are matched by spec id, items by content hash.
+    ``orientation``: the metric's, ``distance`` or ``quality`` (module docstring: when a variant regresses)."""
+    if orientation not in ("distance", "quality"):
+        raise ValueError(f"orientation must be 'distance' or 'quality', not {orientation!r}")
 
     def index(rows: Sequence[dict]) -> dict[str, dict[str, dict]]:
         out: dict[str, dict[str, dict]] = {}
@@ -87,8 +93,8 @@ def compare_runs(
         items = sorted(set(base[spec_id]) & set(cand[spec_id]))
         if not items:
             continue
-        b = np.array([base[spec_id][i]["distance"] for i in items], dtype=np.float64)
-        c = np.array([cand[spec_id][i]["distance"] for i in items], dtype=np.float64)
+        b = np.array([base[spec_id][i]["value"] for i in items], dtype=np.float64)
+        c = np.array([cand[spec_id][i]["value"] for i in items], dtype=np.float64)
         diffs = c - b
         crossing = []
         for i in items:
@@ -108,9 +114,10 @@ def compare_runs(
                 items_crossing=crossing,
                 baseline_mean=float(b.mean()),
                 candidate_mean=float(c.mean()),
+                orientation=orientation,
             )
         )
     for r, p in zip(results, holm([r.p_value_raw for r in results]), strict=True):
         r.p_value = p
-        r.regressed = r.ci[0] > threshold
+        r.regressed = r.ci[0] > threshold if orientation == "distance" else r.ci[1] < -threshold
     return results

@@ -1,7 +1,10 @@
 """Runs and what they hold: items, variants, keyed scores, failures, kept audio, baselines.
 
-A score's key is (item sha256, variant spec id, encoder version, model id, model version,
-protocol): a key already stored is reused, never recomputed.
+A score's key is (item sha256, variant spec id, encoder version, metric, model id, model version,
+protocol): a key already stored is reused, never recomputed. ``metric`` is the name the run config
+lists (``dpam``, ``zimtohrli``...); for DPAM the last three are the model's key
+(:attr:`jndqa.metric.ModelRef.key`), for another metric its id, version and variant
+(:attr:`jndqa.metric.Metric.key`). A run links to at most one score per item, variant and metric.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from .schema import StoreBase, StoreError, _dicts, _now
 
 __all__ = ["SCORE_KEY", "RunsMixin"]
 
-SCORE_KEY = ("item_sha256", "spec_id", "encoder_version", "model_id", "model_version", "protocol")
+SCORE_KEY = ("item_sha256", "spec_id", "encoder_version", "metric", "model_id", "model_version", "protocol")
 
 
 class RunsMixin(StoreBase):
@@ -189,33 +192,43 @@ class RunsMixin(StoreBase):
                 )
                 con.register("new_links", table)
                 con.execute(
-                    "INSERT OR IGNORE INTO run_scores SELECT run_id, item_sha256, spec_id, encoder_version, "
-                    "model_id, model_version, protocol, reused FROM new_links"
+                    f"INSERT OR IGNORE INTO run_scores SELECT run_id, {', '.join(SCORE_KEY)}, reused FROM new_links"
                 )
 
     def write_failures(self, run_id: str, failures: Sequence[dict]) -> None:
+        """Failure rows: ``item``, ``spec_id``, ``variant`` (its label), ``kind``, ``reason`` and ``metric``
+        (the metric that could not score, None when the variant itself failed)."""
         if not failures:
             return
         with self.transaction() as con:
             for f in failures:
                 con.execute(
-                    "INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [run_id, f.get("item"), f.get("spec_id"), f.get("variant"), f.get("kind"), f["reason"], _now()],
-                )
+                    "INSERT INTO failures (run_id, item, spec_id, label, kind, reason, created, metric) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [run_id, f.get("item"), f.get("spec_id"), f.get("variant"), f.get("kind"), f["reason"], _now(),
+                     f.get("metric")],
+                )  # fmt: skip
 
-    def run_scores(self, run_id: str) -> list[dict]:
-        """A run's scores joined with item paths and variant labels."""
+    def run_scores(self, run_id: str, metric: str | None = None) -> list[dict]:
+        """A run's scores joined with item paths and variant labels: every metric's, or ``metric``'s only.
+        ``extra`` is decoded from JSON."""
+        where, args = "l.run_id = ?", [run_id]
+        if metric is not None:
+            where, args = where + " AND l.metric = ?", [run_id, metric]
         with self.connect() as con:
             cur = con.execute(
-                """SELECT l.run_id, l.reused, s.*, i.path, v.label
+                f"""SELECT l.run_id, l.reused, s.*, i.path, v.label
                    FROM run_scores l
-                   JOIN scores s USING (item_sha256, spec_id, encoder_version, model_id, model_version, protocol)
+                   JOIN scores s USING ({", ".join(SCORE_KEY)})
                    LEFT JOIN run_items i ON i.run_id = l.run_id AND i.sha256 = l.item_sha256
                    LEFT JOIN run_variants v ON v.run_id = l.run_id AND v.spec_id = l.spec_id
-                   WHERE l.run_id = ? ORDER BY i.path, v.label""",
-                [run_id],
+                   WHERE {where} ORDER BY i.path, v.label, l.metric""",
+                args,
             )
-            return _dicts(cur)
+            rows = _dicts(cur)
+        for r in rows:
+            r["extra"] = json.loads(r["extra"]) if r.get("extra") else {}
+        return rows
 
     def run_failures(self, run_id: str) -> list[dict]:
         with self.connect() as con:
@@ -246,13 +259,14 @@ class RunsMixin(StoreBase):
         return rows
 
     def variant_means(self) -> list[dict]:
-        """Mean distance and item count of every variant label in every run, for trend charts."""
+        """Mean value and item count of every variant label and metric in every run, for trend charts;
+        ``model_id``, ``model_version`` and ``protocol`` are the metric's (for DPAM: the model's)."""
         with self.connect() as con:
             cur = con.execute(
-                """SELECT l.run_id, r.started, r.model_id, r.model_version, r.protocol, v.label,
-                          avg(s.distance) AS mean_distance, count(*) AS items
+                f"""SELECT l.run_id, r.started, l.metric, l.model_id, l.model_version, l.protocol, v.label,
+                          avg(s.value) AS mean_value, count(*) AS items
                    FROM run_scores l
-                   JOIN scores s USING (item_sha256, spec_id, encoder_version, model_id, model_version, protocol)
+                   JOIN scores s USING ({", ".join(SCORE_KEY)})
                    JOIN runs r ON r.run_id = l.run_id
                    JOIN run_variants v ON v.run_id = l.run_id AND v.spec_id = l.spec_id
                    GROUP BY ALL ORDER BY r.started, v.label"""

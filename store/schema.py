@@ -111,6 +111,34 @@ MIGRATIONS: list[list[str]] = [
             file_hash VARCHAR, line INTEGER, source VARCHAR, raw VARCHAR, kind VARCHAR, reason VARCHAR,
             ingested TIMESTAMP, PRIMARY KEY (file_hash, line))""",
     ],
+    [  # 7: scores of every metric of a night (DPAM and peers): the metric's name joins the key; each score
+        # keeps its value in the metric's own orientation, how the pair was aligned and the metric's extras
+        """CREATE TABLE scores_v7 (
+            item_sha256 VARCHAR, spec_id VARCHAR, encoder_version VARCHAR, metric VARCHAR, model_id VARCHAR,
+            model_version VARCHAR, protocol VARCHAR, value DOUBLE, orientation VARCHAR,
+            distance DOUBLE, p_jnd DOUBLE, p_jnd_calibrated BOOLEAN, layer_terms DOUBLE[],
+            window_starts DOUBLE[], window_ends DOUBLE[], window_distances DOUBLE[], channel_distances DOUBLE[],
+            loudness_reference DOUBLE, loudness_variant DOUBLE, loudness_delta DOUBLE,
+            offset_samples BIGINT, correlation DOUBLE, alignment VARCHAR, extra JSON,
+            render_seconds DOUBLE, score_seconds DOUBLE, first_run VARCHAR, created TIMESTAMP,
+            PRIMARY KEY (item_sha256, spec_id, encoder_version, metric, model_id, model_version, protocol))""",
+        """INSERT INTO scores_v7 SELECT item_sha256, spec_id, encoder_version, 'dpam', model_id, model_version,
+            protocol, distance, 'distance', distance, p_jnd, p_jnd_calibrated, layer_terms, window_starts,
+            window_ends, window_distances, channel_distances, loudness_reference, loudness_variant, loudness_delta,
+            offset_samples, correlation, 'samples', NULL, render_seconds, score_seconds, first_run, created
+            FROM scores""",
+        "DROP TABLE scores",
+        "ALTER TABLE scores_v7 RENAME TO scores",
+        """CREATE TABLE run_scores_v7 (
+            run_id VARCHAR, item_sha256 VARCHAR, spec_id VARCHAR, encoder_version VARCHAR, metric VARCHAR,
+            model_id VARCHAR, model_version VARCHAR, protocol VARCHAR, reused BOOLEAN,
+            PRIMARY KEY (run_id, item_sha256, spec_id, metric))""",
+        """INSERT INTO run_scores_v7 SELECT run_id, item_sha256, spec_id, encoder_version, 'dpam', model_id,
+            model_version, protocol, reused FROM run_scores""",
+        "DROP TABLE run_scores",
+        "ALTER TABLE run_scores_v7 RENAME TO run_scores",
+        "ALTER TABLE failures ADD COLUMN metric VARCHAR",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -19,6 +19,7 @@ from jndqa.flows.demo import write_encoder
 from jndqa.store import Store
 
 JNDQA = str(Path(sys.executable).parent / "jndqa")
+READY = "Array.from(document.querySelectorAll('[data-figure]')).every(e => e.querySelector('.main-svg'))"
 
 
 CONFIG = """\
@@ -115,6 +116,62 @@ def test_baseline_unchanged_and_degraded_nights(bench, capsys):
     assert [r["status"] for r in runs] == ["regressed_ok", "regressed", "regressed", "passed", "passed"]
     with store.connect() as con:  # 4 items x (mp3 + encoder build 1 + encoder build 2)
         assert con.execute("SELECT count(*) FROM scores").fetchone()[0] == 12
+
+
+@pytest.mark.usefixtures("prefect_harness", "release")
+def test_two_metrics_are_stored_reused_compared_and_reported(bench, browser):
+    """`metrics: [dpam, zimtohrli]`: both metrics score every pair, an unchanged night reuses both, a metric
+    that cannot run is a recorded failure that does not decide the night, each metric gets its verdict,
+    and the report shows both (checked in Chromium)."""
+    from jndqa.flows.nightly import run_nightly
+
+    config = bench / "night.yaml"
+    config.write_text(config.read_text() + "metrics: [dpam, zimtohrli]\n")
+    first = run_nightly(config)
+    assert first["status"] == "passed" and first["scores"] == 16 and first["primary_metric"] == "dpam"
+    by_metric = {m["metric"]: m for m in first["metrics"]}
+    assert by_metric["dpam"]["scores"] == by_metric["zimtohrli"]["scores"] == 8
+    assert by_metric["zimtohrli"]["orientation"] == "quality" and not by_metric["zimtohrli"]["primary"]
+    means = {v["label"]: v["metrics"] for v in first["per_variant"]}
+    assert 1.0 <= means["mp3 96k"]["zimtohrli"]["mean"] <= 5.0 and means["mp3 96k"]["dpam"]["items"] == 4
+
+    # Unchanged, with a metric nobody registered: both metrics' scores reused, the unknown one a failure
+    # that is not the primary metric's, so the night still passes.
+    config.write_text(config.read_text().replace("metrics: [dpam, zimtohrli]", "metrics: [dpam, zimtohrli, nosuch]"))
+    second = run_nightly(config)
+    assert second["reused"] == 16 and second["scores"] == 16 and second["status"] == "passed"
+    (fail,) = second["failures"]
+    assert fail["metric"] == "nosuch" and "no metric named 'nosuch'" in fail["reason"]
+
+    write_encoder(bench / "bin" / "enc", "test build", ["-b:a", "8k"])  # rebuilt: 8 kbit/s whatever it is asked
+    config.write_text(config.read_text().replace("metrics: [dpam, zimtohrli, nosuch]", "metrics: [dpam, zimtohrli]"))
+    third = run_nightly(config)
+    assert third["reused"] == 8  # mp3 under both metrics; the rebuilt encoder scored again by both
+    verdicts = {m["metric"]: m for m in third["metrics"]}
+    assert verdicts["dpam"]["regressions"] == ["our encoder 32k"] == [r["variant"] for r in third["regressions"]]
+    z = {c["label"]: c for c in verdicts["zimtohrli"]["comparisons"]}
+    assert z["our encoder 32k"]["orientation"] == "quality" and z["our encoder 32k"]["mean_change"] < 0
+    # Disagreements are what the two verdicts say, variant by variant.
+    d = {c["label"]: c["regressed"] for c in verdicts["dpam"]["comparisons"]}
+    expected = sorted(label for label in d if d[label] != z[label]["regressed"])
+    assert [x["variant"] for x in third["disagreements"]] == expected
+
+    store = Store(bench / "out" / "jndqa.duckdb", read_only=True)
+    rows = store.run_scores(third["run_id"], metric="zimtohrli")
+    assert len(rows) == 8 and all(r["orientation"] == "quality" and r["alignment"] == "samples" for r in rows)
+    assert all(r["model_version"] == verdicts["zimtohrli"]["version"] for r in rows)
+
+    report = Path(third["report"])
+    load = browser.load(report, ready=READY)
+    assert load.errors == [] and load.dialogs == []
+    text = browser.evaluate("document.body.innerText")
+    assert "Every metric's verdict" in text and "mean zimtohrli" in text and "primary" in text
+    cells = browser.evaluate("Array.from(document.querySelectorAll('table.metrics tbody tr')).map(r => r.innerText)")
+    assert len(cells) == 2 and "our encoder 32k" in cells[0]
+    item = next((report.parent / "items").glob("*.html"))
+    browser.load(item, ready=READY)
+    others = browser.evaluate("Array.from(document.querySelectorAll('dt.other-metric')).map(e => e.textContent)")
+    assert others == ["zimtohrli", "zimtohrli"]  # one per variant, beside DPAM's distance
 
 
 def _scores_in(db: Path) -> int:

@@ -62,7 +62,7 @@ def test_mean_ci_is_seeded_and_brackets_the_mean():
 
 def test_choose_kept_audio():
     def row(item, spec, d, p=0.2):
-        return {"item_sha256": item, "spec_id": spec, "distance": d, "p_jnd": p, "path": f"{item}.wav"}
+        return {"item_sha256": item, "spec_id": spec, "value": d, "p_jnd": p, "path": f"{item}.wav"}
 
     base = [row(i, s, 0.1) for i in "abcd" for s in ("mp3", "enc")]
     cand = [row("a", "mp3", 0.5), row("b", "mp3", 0.4), row("c", "mp3", 0.1), row("d", "mp3", 0.3)]
@@ -75,6 +75,11 @@ def test_choose_kept_audio():
         ("d", "enc"): "worst",
     }  # fmt: skip
     assert choose_kept_audio(cand, [], set(), worst=0, flagged=5, threshold=0.05) == {}
+    # A quality metric (higher is better): the worst items are the lowest, "worsened" means fell.
+    mos = [{**r, "value": 5 - r["value"], "p_jnd": None} for r in cand]
+    mos_base = [{**r, "value": 5 - r["value"], "p_jnd": None} for r in base]
+    got = choose_kept_audio(mos, mos_base, {"enc"}, worst=1, flagged=1, threshold=0.05, orientation="quality")
+    assert got == {("a", "mp3"): "worst", ("b", "enc"): "flagged: value -0.800 since the baseline"}
 
 
 def test_spectrogram_difference_finds_the_removed_tone(tmp_path):

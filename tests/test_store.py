@@ -12,18 +12,27 @@ import numpy as np
 import pytest
 
 from jndqa.store import SCHEMA_VERSION, Store, StoreBusyError, StoreError, compare_runs, holm
+from jndqa.store.runs import SCORE_KEY
 from jndqa.store.schema import MIGRATIONS
 
 MODEL = {"model_id": "dpam-scratch-official", "model_version": "0.0.4", "protocol": "dense"}
 
 
 def score(item: str, spec: str, distance: float, p_jnd: float = 0.2, enc: str = "lame 3.100") -> dict:
-    return {"item_sha256": item, "spec_id": spec, "encoder_version": enc, **MODEL, "distance": distance,
-            "p_jnd": p_jnd, "window_distances": [distance, distance], "layer_terms": [0.1] * 14}  # fmt: skip
+    return {"item_sha256": item, "spec_id": spec, "encoder_version": enc, "metric": "dpam", **MODEL,
+            "value": distance, "orientation": "distance", "distance": distance, "p_jnd": p_jnd,
+            "window_distances": [distance, distance], "layer_terms": [0.1] * 14}  # fmt: skip
+
+
+def peer(item: str, spec: str, mos: float, enc: str = "lame 3.100") -> dict:
+    """A score of a quality metric (a MOS: higher is better), as the nightly stores a peer's."""
+    return {"item_sha256": item, "spec_id": spec, "encoder_version": enc, "metric": "zimtohrli",
+            "model_id": "zimtohrli", "model_version": "0.2.1.post1", "protocol": "", "value": mos,
+            "orientation": "quality", "extra": json.dumps({"distance": 0.01})}  # fmt: skip
 
 
 def key(s: dict) -> tuple:
-    return tuple(s[k] for k in ("item_sha256", "spec_id", "encoder_version", "model_id", "model_version", "protocol"))
+    return tuple(s[k] for k in SCORE_KEY)
 
 
 @pytest.fixture
@@ -62,6 +71,55 @@ def test_scores_are_keyed_and_reused(store):
     with store.connect() as con:
         assert con.execute("SELECT count(*) FROM scores").fetchone()[0] == 1
     assert store.run_scores("r1")[0]["path"] == "a.wav" and store.run_scores("r1")[0]["label"] == "mp3 128k"
+
+
+def test_metrics_are_keyed_apart_and_read_by_metric(store):
+    store.begin_run("r1", **MODEL)
+    store.add_variants("r1", [{"spec_id": "mp3", "label": "mp3 128k", "spec": {}, "encoder_version": "lame 3.100"}])
+    d, z = score("a", "mp3", 0.3), peer("a", "mp3", 4.25)
+    store.write_scores("r1", [d, z])
+    assert store.existing_keys([key(d), key(z)]) == {key(d), key(z)}
+    both = store.run_scores("r1")
+    assert [(r["metric"], r["value"]) for r in both] == [("dpam", 0.3), ("zimtohrli", 4.25)]
+    (only,) = store.run_scores("r1", metric="zimtohrli")
+    assert only["extra"] == {"distance": 0.01} and only["distance"] is None and only["orientation"] == "quality"
+    assert store.run_scores("r1", metric="dpam")[0]["extra"] == {}
+    means = {(m["metric"], m["label"]): m["mean_value"] for m in store.variant_means()}
+    assert means == {("dpam", "mp3 128k"): 0.3, ("zimtohrli", "mp3 128k"): 4.25}
+    store.write_failures("r1", [{"item": "a.wav", "spec_id": "mp3", "variant": "mp3 128k", "kind": "metric",
+                                 "metric": "pesq", "reason": "pesq: no utterances detected"}])  # fmt: skip
+    (f,) = store.run_failures("r1")
+    assert f["metric"] == "pesq" and f["label"] == "mp3 128k"
+
+
+def test_migration_7_keeps_every_dpam_score_under_the_metric_dpam(tmp_path):
+    # A version-6 database, as the released migrations 1-6 made it, with one run and one score.
+    db = tmp_path / "v6.duckdb"
+    con = duckdb.connect(str(db))
+    for statement in (s for migration in MIGRATIONS[:6] for s in migration):
+        con.execute(statement)
+    con.execute("INSERT INTO meta VALUES ('schema_version', '6')")
+    con.execute("INSERT INTO runs (run_id, model_id, model_version, protocol) VALUES ('r1', 'm', 'v', 'dense')")
+    con.execute("""INSERT INTO scores (item_sha256, spec_id, encoder_version, model_id, model_version, protocol,
+                   distance, p_jnd, offset_samples) VALUES ('a', 's', 'e', 'm', 'v', 'dense', 0.125, 0.3, 7)""")
+    con.execute("INSERT INTO run_scores VALUES ('r1', 'a', 's', 'e', 'm', 'v', 'dense', false)")
+    con.execute("INSERT INTO failures VALUES ('r1', 'a.wav', 's', 'mp3', 'encode', 'boom', now())")
+    con.close()
+    store = Store(db)
+    assert store.schema_version() == SCHEMA_VERSION
+    (row,) = store.run_scores("r1")
+    assert (row["metric"], row["value"], row["distance"], row["orientation"], row["alignment"]) == (
+        "dpam",
+        0.125,
+        0.125,
+        "distance",
+        "samples",
+    )
+    assert row["p_jnd"] == 0.3 and row["offset_samples"] == 7
+    assert store.existing_keys([("a", "s", "e", "dpam", "m", "v", "dense")]) == {
+        ("a", "s", "e", "dpam", "m", "v", "dense")
+    }
+    assert store.run_failures("r1")[0]["metric"] is None
 
 
 def test_second_writer_is_told_who_holds_the_store(store, tmp_path):
@@ -213,6 +271,22 @@ def test_compare_flags_only_the_degraded_variant():
     assert len(res["opus"].items_crossing) == 12 and res["mp3"].items_crossing == []
     lo, hi = res["mp3"].ci
     assert lo < res["mp3"].mean_change < hi and lo < 0.05
+
+
+def test_compare_of_a_quality_metric_regresses_when_values_fall():
+    # A MOS (higher is better): a drop of 0.5 on 12 items regresses, a rise of 0.5 does not.
+    base = [peer(f"i{k}", v, 4.0 + 0.01 * k) for k in range(12) for v in ("worse", "better")]
+    cand = [peer(f"i{k}", "worse", 3.5 + 0.01 * k) for k in range(12)]
+    cand += [peer(f"i{k}", "better", 4.5 + 0.01 * k) for k in range(12)]
+    res = {r.spec_id: r for r in compare_runs(base, cand, threshold=0.1, orientation="quality")}
+    assert res["worse"].regressed and not res["better"].regressed
+    assert res["worse"].mean_change == pytest.approx(-0.5) and res["worse"].ci[1] == pytest.approx(-0.5)
+    assert res["worse"].orientation == "quality"
+    # Read as distances, the same numbers regress the other way round.
+    flipped = {r.spec_id: r for r in compare_runs(base, cand, threshold=0.1)}
+    assert flipped["better"].regressed and not flipped["worse"].regressed
+    with pytest.raises(ValueError, match="orientation"):
+        compare_runs(base, cand, threshold=0.1, orientation="mos")
 
 
 def test_compare_is_seeded_and_ignores_unpaired_items():
