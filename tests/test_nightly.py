@@ -19,6 +19,7 @@ from jndqa.flows.demo import write_encoder
 from jndqa.store import Store
 
 JNDQA = str(Path(sys.executable).parent / "jndqa")
+SHOTS = Path(__file__).parent / "output"
 READY = "Array.from(document.querySelectorAll('[data-figure]')).every(e => e.querySelector('.main-svg'))"
 
 
@@ -168,10 +169,24 @@ def test_two_metrics_are_stored_reused_compared_and_reported(bench, browser):
     assert "Every metric's verdict" in text and "mean zimtohrli" in text and "primary" in text
     cells = browser.evaluate("Array.from(document.querySelectorAll('table.metrics tbody tr')).map(r => r.innerText)")
     assert len(cells) == 2 and "our encoder 32k" in cells[0]
+    SHOTS.mkdir(exist_ok=True)
+    browser.screenshot(SHOTS / "report-two-metrics.png")
     item = next((report.parent / "items").glob("*.html"))
     browser.load(item, ready=READY)
     others = browser.evaluate("Array.from(document.querySelectorAll('dt.other-metric')).map(e => e.textContent)")
     assert others == ["zimtohrli", "zimtohrli"]  # one per variant, beside DPAM's distance
+
+    # Zimtohrli as the primary metric: every score is reused; baselines are runs with the same primary.
+    config.write_text(config.read_text().replace("metrics: [dpam, zimtohrli]", "metrics: [zimtohrli, dpam]"))
+    fourth = run_nightly(config)
+    assert fourth["reused"] == 16 and fourth["primary_metric"] == "zimtohrli" and fourth["baseline"] is None
+    fifth = run_nightly(config)
+    assert fifth["baseline"] == fourth["run_id"] and fifth["status"] == "passed"
+    assert [c["orientation"] for c in fifth["comparisons"]] == ["quality", "quality"]
+    assert all(c["mean_change"] == 0.0 for c in fifth["comparisons"])  # the same stored scores
+    load = browser.load(Path(fifth["report"]), ready=READY)
+    assert load.errors == [] and load.dialogs == []
+    assert "zimtohrli (higher is better)" in browser.evaluate("document.body.innerText")
 
 
 def _scores_in(db: Path) -> int:
