@@ -43,8 +43,10 @@ from .network import DPAM, EPSILON, N_LAYERS, SLOPE
 
 __all__ = [
     "DenseReference",
+    "dense_channel_terms",
     "dense_dilation",
     "dense_features",
+    "dense_pair_channel_terms",
     "dense_pair_terms",
     "dense_terms",
     "dense_terms_autograd",
@@ -196,12 +198,25 @@ def dense_pair_terms(net: DPAM, ref: Tensor, test: Tensor, dtype: torch.dtype = 
     """Per-layer terms ``[14]`` of one equal-length pair, both signals run layer by layer in
     lockstep: memory is a few layers of both, not the reference's full feature set (~4 KB per
     sample), which only pays when one reference serves several tests (:func:`dense_terms`)."""
+    return _lockstep(net, ref, test, dtype, per_channel=False)
+
+
+def dense_pair_channel_terms(net: DPAM, ref: Tensor, test: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Per-channel terms ``[992]`` of one equal-length pair (one window): layer ``l``'s channel ``c`` holds
+    ``mean_t |A − B|``, before the channel weight. ``sum_l mean_c |w_l[c]| · row`` is
+    :func:`dense_pair_terms` summed: the terms depend on the kernels and betas only, so they serve any
+    channel weights (:func:`jndqa.metric.train.distances_from_terms`)."""
+    return _lockstep(net, ref, test, dtype, per_channel=True)
+
+
+def _lockstep(net: DPAM, ref: Tensor, test: Tensor, dtype: torch.dtype, *, per_channel: bool) -> Tensor:
     if test.shape[-1] != ref.shape[-1]:
         raise ValueError(f"test length {test.shape[-1]} != reference length {ref.shape[-1]}")
     w = _weights(net, dtype)
     length = ref.shape[-1]
     ha, hb = _padded_input(ref.to(dtype)), _padded_input(test.to(dtype))
     terms = torch.empty(N_LAYERS, dtype=dtype)
+    channels: list[Tensor] = []
     prev: tuple[Tensor, Tensor] | None = None
     for i in range(N_LAYERS + 1):
         if i < N_LAYERS:
@@ -209,13 +224,38 @@ def dense_pair_terms(net: DPAM, ref: Tensor, test: Tensor, dtype: torch.dtype = 
             ob, hb = _layer(i, hb, w, length)
         if prev is not None:
             j = i - 1
-            per_channel = prev[1].sub_(prev[0]).abs_().mean(0)
-            if w.abs_w[j] is not None:
-                per_channel.mul_(w.abs_w[j])
-            terms[j] = per_channel.mean()
+            diff = prev[1].sub_(prev[0]).abs_().mean(0)
+            if per_channel:
+                channels.append(diff)
+            else:
+                if w.abs_w[j] is not None:
+                    diff.mul_(w.abs_w[j])
+                terms[j] = diff.mean()
         if i < N_LAYERS:
             prev = (oa, ob)
-    return terms
+    return torch.cat(channels) if per_channel else terms
+
+
+def dense_channel_terms(net: DPAM, ref: Tensor, test: Tensor, window: int, hop: int,
+                        dtype: torch.dtype = torch.float32) -> Tensor:  # fmt: skip
+    """Per-channel terms ``[992]`` (float64) of one mono pair ``[L]`` (int16 scale, 22,050 Hz, equal lengths)
+    under ``dense`` with ``window`` / ``hop`` samples: each window's :func:`dense_pair_channel_terms`,
+    averaged over the windows (equal-length windows: the length-weighted mean the scorer uses). With the
+    network's channel weights they give exactly the scorer's distance of the pair
+    (``distances_from_terms``), and they serve any other channel weights: what training under ``dense``
+    needs, computed once per pair."""
+    if test.shape[-1] != ref.shape[-1]:
+        raise ValueError(f"test length {test.shape[-1]} != reference length {ref.shape[-1]}")
+    length = int(ref.shape[-1])
+    starts = window_starts(length, window, hop)
+    span = min(window, length)
+    total = None
+    with torch.inference_mode():
+        for s0 in starts:
+            t = dense_pair_channel_terms(net, ref[s0 : s0 + span], test[s0 : s0 + span], dtype).double()
+            total = t if total is None else total + t
+    assert total is not None
+    return total / len(starts)
 
 
 def dense_terms_autograd(net: DPAM, ref: Tensor, test: Tensor) -> Tensor:

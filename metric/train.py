@@ -21,7 +21,22 @@ Modes (:data:`MODES`), all starting from a copy of the parent model:
 
 Loss: softmax cross-entropy of the head's two logits against the label, i.e. the
 binary cross-entropy of p(different) (label 1 = different), computed from the
-logits for numerical stability; mean over the batch. Adam. Early stopping on the
+logits for numerical stability; mean over the batch.
+
+Ratings (MUSHRA, MOS, preference: :class:`RankingData`) train the distance itself
+through a pairwise ranking loss: every two stimuli of one reference whose listener
+scores differ make a comparison (the better-rated one, the worse-rated one), and
+its loss is the logistic ``softplus((d_better − d_worse) / tau)``: near zero when
+the better-rated stimulus is clearly closer to the reference, ``log 2`` when the
+two distances tie. ``tau`` is the median ``|d_worse − d_better|`` of the parent
+over all comparisons (so the loss is scale-free; floor 1e-6), fixed for the run
+and reported in ``TrainResult.extra``. JND pairs and comparisons can be combined
+in one run: an epoch visits both kinds in one shuffled order, a batch's loss is
+the mean over its units (a comparison's weighted by ``ranking_weight``), and the
+validation loss and accuracy (a comparison is correct when the better-rated
+stimulus has the smaller distance) are over the validation units of both kinds.
+The ranking loss does not depend on the head, so ratings alone need ``channels``
+(``all`` trains on JND pairs only). Adam. Early stopping on the
 validation loss (``patience`` epochs without an improvement of ``min_delta``);
 the returned model is the best epoch's. Epoch 0 is the parent itself, so a run
 that never improves on it returns a copy of the parent (``best_epoch == 0``).
@@ -63,6 +78,7 @@ import contextlib
 import copy
 import hashlib
 import json
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -85,6 +101,7 @@ __all__ = [
     "CheckpointMismatchError",
     "EpochRecord",
     "Prediction",
+    "RankingData",
     "TrainConfig",
     "TrainResult",
     "TrainingError",
@@ -94,6 +111,7 @@ __all__ = [
     "pair_terms",
     "predict",
     "predict_from_terms",
+    "ranking_pairs",
     "split_by_group",
     "train",
 ]
@@ -267,6 +285,49 @@ def predict(net: DPAM, pairs: Sequence[tuple[Any, Any]], *, scale: Scale = "unit
     return predict_from_terms(net, pair_terms(net, pairs, scale=scale))
 
 
+# ------------------------------------------------------------------- ratings
+@dataclass(frozen=True)
+class RankingData:
+    """Rated stimuli for the ranking loss (module docstring). ``terms``: ``[M, 992]`` per-channel terms
+    of each (reference, stimulus) pair under the protocol being trained (:func:`pair_terms` for
+    ``official``, :func:`jndqa.metric.dense.dense_channel_terms` for ``dense``); ``scores``: ``[M]`` the
+    listeners' mean score of each stimulus, higher is better (MUSHRA, MOS; a preference's share of
+    "preferred"); ``groups``: ``[M]`` the reference's key: only stimuli of one reference are compared.
+    ``min_gap``: scores closer than this make no comparison."""
+
+    terms: Tensor
+    scores: np.ndarray
+    groups: tuple[str, ...]
+    min_gap: float = 0.0
+
+    def comparisons(self) -> np.ndarray:
+        """``[K, 2]`` stimulus indices (better-rated, worse-rated): :func:`ranking_pairs`."""
+        return ranking_pairs(self.scores, self.groups, self.min_gap)
+
+
+def ranking_pairs(scores: Sequence[float] | np.ndarray, groups: Sequence[Any], min_gap: float = 0.0) -> np.ndarray:
+    """Every (better, worse) pair of stimulus indices within a group whose scores differ by more than
+    ``min_gap``, ``[K, 2]`` int64, in a deterministic order (groups in first-seen order, then index)."""
+    s = np.asarray(scores, dtype=np.float64)
+    if not np.isfinite(s).all():
+        raise TrainingError("ratings: every stimulus needs a finite score")
+    keys = [str(g) for g in groups]
+    if len(keys) != len(s):
+        raise TrainingError(f"ratings: {len(s)} scores but {len(keys)} group keys")
+    members: dict[str, list[int]] = {}
+    for i, g in enumerate(keys):
+        members.setdefault(g, []).append(i)
+    out = []
+    for idx in members.values():
+        for a_pos, a in enumerate(idx):
+            for b in idx[a_pos + 1 :]:
+                if s[a] - s[b] > min_gap:
+                    out.append((a, b))
+                elif s[b] - s[a] > min_gap:
+                    out.append((b, a))
+    return np.asarray(out, dtype=np.int64).reshape(-1, 2)
+
+
 # ------------------------------------------------------------------ settings
 @dataclass(frozen=True)
 class TrainConfig:
@@ -388,48 +449,95 @@ def _trainable(net: DPAM, mode: str) -> tuple[list[Tensor], list[Tensor]]:
 
 
 class _Data:
-    def __init__(self, labels: np.ndarray, terms: Tensor | None, pairs: list | None, scale: Scale):
+    """The training units: ``n`` JND pairs (labels with terms or signals), then ``K`` comparisons of rated
+    stimuli (``rank_terms`` rows, ``comp`` ``[K, 2]`` better/worse indices, temperature ``tau``)."""
+
+    def __init__(self, labels: np.ndarray, terms: Tensor | None, pairs: list | None, scale: Scale,
+                 rank_terms: Tensor | None = None, comp: np.ndarray | None = None, tau: float = 1.0,
+                 rank_weight: float = 1.0):  # fmt: skip
         self.labels = torch.from_numpy(labels)
         self.terms = terms
         self.pairs = pairs
         self.scale = scale
+        self.n = len(labels)
+        self.rank_terms = rank_terms
+        self.comp = torch.from_numpy(comp) if comp is not None else torch.zeros(0, 2, dtype=torch.int64)
+        self.tau = tau
+        self.rank_weight = rank_weight
+
+    def _rank_losses(self, net: DPAM, k: np.ndarray) -> Tensor:
+        """Per-comparison losses ``softplus((d_better - d_worse) / tau)`` of comparisons ``k``."""
+        assert self.rank_terms is not None
+        c = self.comp[torch.from_numpy(k)]
+        d = distances_from_terms(net, self.rank_terms[torch.cat([c[:, 0], c[:, 1]])])
+        better, worse = d[: len(k)], d[len(k) :]
+        return F.softplus((better - worse) / self.tau)
 
     def backward(self, net: DPAM, idx: np.ndarray) -> float:
-        """Accumulate the gradient of the mean loss over the pairs ``idx``; return that loss."""
-        y = self.labels[torch.from_numpy(idx)]
+        """Accumulate the gradient of the mean loss over the units ``idx``; return that loss."""
+        jnd, ranks = idx[idx < self.n], idx[idx >= self.n] - self.n
+        total = 0.0
+        if len(ranks):
+            loss = self.rank_weight * self._rank_losses(net, ranks).sum() / len(idx)
+            loss.backward()
+            total += float(loss.detach())
+        if len(jnd):
+            total += self._jnd_backward(net, jnd, len(idx))
+        return total
+
+    def _jnd_backward(self, net: DPAM, jnd: np.ndarray, denominator: int) -> float:
+        """The JND pairs' part: cross-entropy summed over ``jnd`` / ``denominator`` (a plain mean when the
+        batch holds JND pairs only)."""
+        y = self.labels[torch.from_numpy(jnd)]
+        share = len(jnd) / denominator
         if self.terms is not None:
-            loss = F.cross_entropy(head_logits(net, distances_from_terms(net, self.terms[torch.from_numpy(idx)])), y)
+            loss = F.cross_entropy(head_logits(net, distances_from_terms(net, self.terms[torch.from_numpy(jnd)])), y)
+            if share != 1.0:
+                loss = loss * share
             loss.backward()
             return float(loss.detach())
         assert self.pairs is not None
         total = 0.0
-        for k, i in enumerate(idx):  # one pair at a time: no padding, the network's unmasked path
+        for k, i in enumerate(jnd):  # one pair at a time: no padding, the network's unmasked path
             a, b = self.pairs[i]
             d = net(torch.from_numpy(a)[None], torch.from_numpy(b)[None], scale=self.scale)
-            loss = F.cross_entropy(head_logits(net, d), y[k : k + 1]) / len(idx)
+            loss = F.cross_entropy(head_logits(net, d), y[k : k + 1]) / denominator
             loss.backward()
             total += float(loss.detach())
         return total
 
     def evaluate(self, net: DPAM, idx: np.ndarray) -> tuple[float, float]:
-        """(mean loss, accuracy at p >= 0.5) on ``idx``, without autograd."""
+        """(mean loss, accuracy) on the units ``idx``, without autograd: a JND pair is right when p >= 0.5
+        says "different" exactly when it is, a comparison when the better-rated stimulus is closer."""
+        jnd, ranks = idx[idx < self.n], idx[idx >= self.n] - self.n
+        loss, acc = 0.0, 0.0
         with torch.no_grad():
-            if self.terms is not None:
-                logits = head_logits(net, distances_from_terms(net, self.terms[torch.from_numpy(idx)]))
-            else:
-                assert self.pairs is not None
-                terms = pair_terms(net, [self.pairs[i] for i in idx], scale=self.scale)
-                logits = head_logits(net, distances_from_terms(net, terms))
-            y = self.labels[torch.from_numpy(idx)]
-            loss = float(F.cross_entropy(logits, y))
-            p = torch.softmax(logits, -1)[:, 1]
-            acc = float(((p >= 0.5).long() == y).double().mean())
+            if len(jnd):
+                if self.terms is not None:
+                    logits = head_logits(net, distances_from_terms(net, self.terms[torch.from_numpy(jnd)]))
+                else:
+                    assert self.pairs is not None
+                    terms = pair_terms(net, [self.pairs[i] for i in jnd], scale=self.scale)
+                    logits = head_logits(net, distances_from_terms(net, terms))
+                y = self.labels[torch.from_numpy(jnd)]
+                p = torch.softmax(logits, -1)[:, 1]
+                loss = float(F.cross_entropy(logits, y))
+                acc = float(((p >= 0.5).long() == y).double().mean())
+            if len(ranks):
+                losses = self._rank_losses(net, ranks).double()
+                w = len(ranks) / len(idx)  # the units' mean over both kinds
+                loss = (1 - w) * loss + w * self.rank_weight * float(losses.mean())
+                acc = (1 - w) * acc + w * float((losses < math.log(2.0)).double().mean())  # d_better < d_worse
         return loss, acc
 
 
 def _fingerprint(parent: DPAM, config: TrainConfig, scale: str, data: _Data, groups: list[str]) -> str:
     h = hashlib.sha256()
     h.update(json.dumps({"config": config.to_dict(), "scale": scale, "protocol": PROTOCOL}, sort_keys=True).encode())
+    if data.rank_terms is not None:
+        h.update(json.dumps({"tau": data.tau, "rank_weight": data.rank_weight}).encode())
+        h.update(data.rank_terms.numpy().tobytes())
+        h.update(data.comp.numpy().tobytes())
     h.update(parameter_digest(parent).encode())
     h.update(data.labels.numpy().tobytes())
     h.update("\n".join(groups).encode())
@@ -514,8 +622,10 @@ def train(
     model_id: str | None = None,
     checkpoint_dir: str | Path | None = None,
     progress: Callable[[EpochRecord], None] | None = None,
+    ranking: RankingData | None = None,
+    ranking_weight: float = 1.0,
 ) -> TrainResult:
-    """Fine-tune a copy of ``parent`` on judged pairs; see the module docstring.
+    """Fine-tune a copy of ``parent`` on judged pairs and/or rated stimuli; see the module docstring.
 
     ``pairs``: ``N`` (ref, test) equal-length mono float32 signals at 22,050 Hz on
     ``scale``; may be None in ``head``/``channels`` modes when ``terms``
@@ -526,6 +636,12 @@ def train(
     digest>``). ``progress`` is called with each :class:`EpochRecord` as it is made
     (epoch 0 first); an exception from it stops the run (resumable from
     ``checkpoint_dir``).
+
+    ``ranking``: rated stimuli (:class:`RankingData`), trained with the pairwise ranking loss, weighted
+    by ``ranking_weight``; ``pairs``/``terms`` and ``labels`` may then be empty. The training units are
+    the ``N`` JND pairs followed by the ``K`` comparisons of the ratings; ``train_index`` and
+    ``val_index`` index those units (below ``N``: a JND pair), and the validation split never splits a
+    reference across the two sides. ``extra`` records ``units`` and ``ranking_temperature``.
     """
     config = config or TrainConfig()
     config.validate()
@@ -536,29 +652,53 @@ def train(
         raise TrainingError(f"model {parent.model_id} has no channel weights; use mode 'head' or 'all'")
     checked = None if pairs is None else _check_pairs(pairs, scale)
     n = len(checked) if checked is not None else (0 if terms is None else int(terms.shape[0]))
-    if n == 0:
-        raise TrainingError("no pairs to train on; pass pairs (or, for head/channels, their terms)")
-    y = _check_labels(labels, n)
-    keys = [str(g) for g in np.asarray(groups, dtype=object).reshape(-1)]
+    comp = ranking.comparisons() if ranking is not None else np.zeros((0, 2), dtype=np.int64)
+    if ranking is not None:
+        if mode == "all":
+            raise TrainingError("ratings train the distance through its channel weights: use mode 'channels' "
+                                "(mode 'all' trains on JND pairs only)")  # fmt: skip
+        if mode == "head" and n == 0:
+            raise TrainingError("ratings rank distances, which the head does not change: use mode 'channels'")
+        if tuple(ranking.terms.shape) != (len(ranking.scores), LAYER_OFFSETS[-1]):
+            raise TrainingError(f"ratings: terms must be [{len(ranking.scores)}, {LAYER_OFFSETS[-1]}], "
+                                f"got {tuple(ranking.terms.shape)}")  # fmt: skip
+        if len(comp) == 0:
+            raise TrainingError("ratings: no two stimuli of one reference have different scores: nothing to rank")
+        if not ranking_weight > 0:
+            raise TrainingError(f"ranking_weight must be positive, got {ranking_weight}")
+    if n == 0 and len(comp) == 0:
+        raise TrainingError("no pairs to train on; pass pairs (or, for head/channels, their terms) or ratings")
+    y = _check_labels(labels, n) if n else np.zeros(0, dtype=np.int64)
+    keys = [str(g) for g in np.asarray(groups, dtype=object).reshape(-1)] if n else []
     if len(keys) != n:
         raise TrainingError(f"{n} pairs but {len(keys)} group keys; pass one group key per pair")
     if mode == "all" and checked is None:
         raise TrainingError("mode 'all' trains the feature network, so it needs the pairs' signals, not terms")
-    train_idx, val_idx = split_by_group(keys, config.val_fraction, seed=config.seed)
+    unit_keys = keys + ([str(ranking.groups[a]) for a in comp[:, 0]] if ranking is not None else [])
+    train_idx, val_idx = split_by_group(unit_keys, config.val_fraction, seed=config.seed)
 
     net = copy.deepcopy(parent)
     flags = {name: p.requires_grad for name, p in parent.named_parameters()}
+    tau = 1.0
+    rank_terms = None
+    if ranking is not None:
+        rank_terms = ranking.terms.detach().float()
+        with torch.no_grad():
+            d = distances_from_terms(parent, rank_terms).double().numpy()
+        tau = max(float(np.median(np.abs(d[comp[:, 1]] - d[comp[:, 0]]))), 1e-6)
     with _deterministic(config.seed):
         if mode != "all":
-            if terms is None:
+            if terms is None and n:
                 assert checked is not None
                 terms = pair_terms(parent, checked, scale=scale)
+            if terms is None:
+                terms = torch.zeros(0, LAYER_OFFSETS[-1])
             if tuple(terms.shape) != (n, LAYER_OFFSETS[-1]):
                 raise TrainingError(f"terms must be [{n}, {LAYER_OFFSETS[-1]}], got {tuple(terms.shape)}")
-            data = _Data(y, terms.detach().float(), None, scale)
+            data = _Data(y, terms.detach().float(), None, scale, rank_terms, comp, tau, ranking_weight)
         else:
             data = _Data(y, None, checked, scale)
-        fingerprint = _fingerprint(parent, config, scale, data, keys)
+        fingerprint = _fingerprint(parent, config, scale, data, unit_keys)
 
         for p in net.parameters():
             p.requires_grad_(False)
@@ -641,4 +781,6 @@ def train(
         resumed_from=resumed_from,
         scale=scale,
         parent_id=parent.model_id,
+        extra={"units": {"jnd": n, "comparisons": len(comp)}}
+        | ({"ranking_temperature": tau, "ranking_weight": ranking_weight} if ranking is not None else {}),
     )
