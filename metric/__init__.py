@@ -44,6 +44,7 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
     "modelfile": (
         "ModelFileError",
         "load_calibration",
+        "load_calibrations",
         "load_model",
         "parameter_digest",
         "read_metadata",
@@ -56,6 +57,7 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
         "CheckpointMismatchError",
         "EpochRecord",
         "Prediction",
+        "RankingData",
         "TrainConfig",
         "TrainingError",
         "TrainResult",
@@ -63,6 +65,8 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
         "pair_terms",
         "predict",
         "predict_from_terms",
+        "RankingData",
+        "ranking_pairs",
         "split_by_group",
         "train",
     ),
@@ -71,7 +75,15 @@ _LAZY = {name: module for module, names in _LAZY_MODULES.items() for name in nam
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time these come from __getattr__
     from .functional import dpam_distance, dpam_p_jnd
-    from .modelfile import ModelFileError, load_calibration, load_model, parameter_digest, read_metadata, save_model
+    from .modelfile import (
+        ModelFileError,
+        load_calibration,
+        load_calibrations,
+        load_model,
+        parameter_digest,
+        read_metadata,
+        save_model,
+    )
     from .network import DPAM, DPAMWeights, Features, layer_lengths, load_official_weights, same_padding
     from .score import PROTOCOLS, DPAMScorer, PairScore, Reference
     from .train import (
@@ -79,6 +91,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time these come from 
         CheckpointMismatchError,
         EpochRecord,
         Prediction,
+        RankingData,
         TrainConfig,
         TrainingError,
         TrainResult,
@@ -86,6 +99,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time these come from 
         pair_terms,
         predict,
         predict_from_terms,
+        ranking_pairs,
         split_by_group,
         train,
     )
@@ -151,6 +165,7 @@ __all__ = [
     "Prediction",
     "PreparedAudio",
     "Protocol",
+    "RankingData",
     "Reference",
     "ReleaseNotFoundError",
     "Reliability",
@@ -172,6 +187,7 @@ __all__ = [
     "layer_lengths",
     "load_audio",
     "load_calibration",
+    "load_calibrations",
     "load_metric",
     "load_model",
     "load_official_weights",
@@ -183,6 +199,7 @@ __all__ = [
     "predict_from_terms",
     "prepare_samples",
     "protocol_rule",
+    "ranking_pairs",
     "read_metadata",
     "same_padding",
     "save_model",

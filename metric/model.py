@@ -178,12 +178,12 @@ class ModelRef:
     def scorer(self, release: Path | None = None, **options: Any) -> DPAMScorer:
         """A :class:`jndqa.metric.DPAMScorer` for this model and protocol (a registered model's p_jnd
         calibration included). ``options``: the scorer's other keyword arguments (dtype, batching)."""
-        from .modelfile import load_calibration, load_model
+        from .modelfile import load_calibrations, load_model
         from .score import DPAMScorer
 
         network = calibrator = None
-        if self.weights is not None:
-            network, calibrator = load_model(self.weights), load_calibration(self.weights)
+        if self.weights is not None:  # the calibration fitted under this protocol, if the model has one
+            network, calibrator = load_model(self.weights), load_calibrations(self.weights).get(self.protocol_key)
         return DPAMScorer(self.release_model, self.protocol, release=release, network=network, calibrator=calibrator,
                           window_seconds=self.window_seconds, hop_seconds=self.hop_seconds,
                           length_tolerance=self.length_tolerance, **options)  # fmt: skip

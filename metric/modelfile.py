@@ -37,6 +37,7 @@ __all__ = [
     "ModelFileError",
     "atomic_write_bytes",
     "load_calibration",
+    "load_calibrations",
     "load_model",
     "parameter_digest",
     "read_metadata",
@@ -45,7 +46,7 @@ __all__ = [
 ]
 
 FORMAT = "jndqa-dpam/1"
-_RESERVED = ("format", "model", "model_id", "head_layout", "calibration")
+_RESERVED = ("format", "model", "model_id", "head_layout", "calibration", "calibrations")
 
 
 class ModelFileError(ValueError):
@@ -109,12 +110,15 @@ def save_model(
     model_id: str | None = None,
     calibration: Calibrator | None = None,
     metadata: Mapping[str, str] | None = None,
+    calibrations: Mapping[str, Calibrator] | None = None,
 ) -> Path:
     """Save ``net`` to ``path`` (safetensors) atomically; returns the path.
 
     ``model_id`` (default ``net.model_id``) is stored and restored by :func:`load_model`;
-    ``calibration`` is stored as JSON; ``metadata`` adds string keys (not the reserved
-    ``format``, ``model``, ``model_id``, ``head_layout``, ``calibration``).
+    ``calibration`` (the ``official`` protocol's) and ``calibrations`` (per protocol key: ``dense``,
+    ``official``, ``student``, ``dense:w4h2``...; :func:`load_calibrations`) are stored as JSON;
+    ``metadata`` adds string keys (not the reserved ``format``, ``model``, ``model_id``, ``head_layout``,
+    ``calibration``, ``calibrations``).
     """
     from safetensors.torch import save
 
@@ -133,6 +137,8 @@ def save_model(
     }
     if calibration is not None:
         meta["calibration"] = json.dumps(calibration.to_dict())
+    if calibrations:
+        meta["calibrations"] = json.dumps({k: c.to_dict() for k, c in sorted(calibrations.items())})
     return atomic_write_bytes(path, save(state_tensors(net), metadata=meta))
 
 
@@ -162,14 +168,22 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 
 
 def load_calibration(path: str | Path) -> Calibrator | None:
-    """The calibrator stored with a model file, or None."""
+    """The ``official`` protocol's calibrator stored with a model file, or None."""
+    return load_calibrations(path).get("official")
+
+
+def load_calibrations(path: str | Path) -> dict[str, Calibrator]:
+    """Every calibrator stored with a model file, by protocol key (:attr:`jndqa.metric.ModelRef.protocol_key`):
+    ``calibrations``, and a file's single ``calibration`` (older files) as ``official``. A scorer applies
+    only the calibration of the protocol it runs (a calibration is fitted to that protocol's distances)."""
     meta = read_metadata(path)
-    if "calibration" not in meta:
-        return None
     try:
-        return calibrator_from_dict(json.loads(meta["calibration"]))
-    except (json.JSONDecodeError, CalibrationError) as exc:
+        out = {k: calibrator_from_dict(v) for k, v in json.loads(meta.get("calibrations", "{}")).items()}
+        if "calibration" in meta:
+            out.setdefault("official", calibrator_from_dict(json.loads(meta["calibration"])))
+    except (json.JSONDecodeError, CalibrationError, AttributeError) as exc:
         raise ModelFileError(path, f"stored calibration is unreadable: {exc}") from exc
+    return out
 
 
 def load_model(path: str | Path) -> DPAM:

@@ -109,8 +109,8 @@ class PairScore:
     under ``dense``; the worst channel's for multichannel pairs). ``windows``: the
     per-window series (``dense``). ``channels``: per-channel distances of a
     multichannel pair, whose ``distance`` is the worst channel's. ``p_jnd``
-    comes from the release's classification head; ``p_jnd_calibrated`` says
-    whether it was calibrated for this protocol (it is not yet, for any).
+    comes from the model's classification head, or from the model's calibration fitted under
+    this protocol when it has one: then ``p_jnd_calibrated`` is True.
     """
 
     distance: float
@@ -165,7 +165,9 @@ class DPAMScorer:
     analysis windows; ``length_tolerance``: samples by which ``dense`` pairs may
     differ in length (the longer is trimmed at its end). ``network``: a :class:`DPAM` to use
     instead of the release's (a registered, fine-tuned model); ``calibrator``: its p_jnd
-    calibration (``official`` protocol only; see ``p_jnd_calibrated``). ``student``: a
+    calibration fitted under this protocol (:func:`jndqa.metric.load_calibrations` keeps one per
+    protocol; :meth:`jndqa.metric.ModelRef.scorer` passes the right one); with it, every p_jnd is the
+    calibrator's and ``p_jnd_calibrated`` is True. ``student``: a
     :class:`jndqa.metric.student.StudentDPAM` for the ``student`` protocol (default: the committed one).
     """
 
@@ -195,9 +197,7 @@ class DPAMScorer:
             network = DPAM.official(official_name(model), release)
         self.net = network.eval()
         self.model_id = network.model_id
-        # A p_jnd calibration (jndqa.metric.calibration) is fitted to official-protocol distances:
-        # it applies under ``official`` only; ``dense`` keeps the head's (uncalibrated) p_jnd.
-        self.calibrator = calibrator if protocol == "official" else None
+        self.calibrator = calibrator
         self.protocol = protocol
         self.student = None
         if protocol == "student":  # the committed student unless one is given
@@ -390,6 +390,8 @@ class DPAMScorer:
             dist = float(per_channel[worst])
             with torch.inference_mode():
                 p = self.net.p_jnd(torch.tensor([dist], dtype=self.dtype))
+            if self.calibrator is not None:
+                p = torch.as_tensor(self.calibrator(np.array([dist], dtype=np.float64)))
             windows = [
                 WindowScore(s0 / MODEL_RATE, (s0 + span) / MODEL_RATE, float(per_window[:, w].max()))
                 for w, s0 in enumerate(starts)
@@ -402,7 +404,7 @@ class DPAMScorer:
                     windows=windows,
                     channels=[float(v) for v in per_channel] if channels > 1 else None,
                     worst_channel=worst if channels > 1 else None,
-                    p_jnd_calibrated=False,
+                    p_jnd_calibrated=self.calibrator is not None,
                 )
             )
             if progress:

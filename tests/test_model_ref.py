@@ -64,3 +64,32 @@ def test_each_protocol_owns_its_preprocessing():
         assert scorer.prepare(stereo, 22050, downmix=True).shape == (22050,)
         if protocol == "official":  # mixed to mono, on the int16 scale
             assert scorer.prepare(stereo, 22050)[-1] == pytest.approx(0.25 * 32768, abs=1)
+
+
+def test_each_protocol_applies_its_own_calibration(tmp_path, release):
+    """A model file keeps one calibration per protocol key; a scorer applies the one fitted under its own
+    protocol (then p_jnd is the calibrator's and p_jnd_calibrated is True), and none fitted under another."""
+    import numpy as np
+    import torch
+
+    from jndqa.metric import DPAM, load_calibration, load_calibrations, save_model
+    from jndqa.metric.calibration import PlattCalibrator
+
+    dense_cal, official_cal = PlattCalibrator(a=2.0, b=1.0), PlattCalibrator(a=0.5, b=-1.0)
+    both = save_model(DPAM.official("scratch", release), tmp_path / "both.safetensors",
+                      calibrations={"dense": dense_cal, "official": official_cal})  # fmt: skip
+    legacy = save_model(DPAM.official("scratch", release), tmp_path / "legacy.safetensors", calibration=official_cal)
+    assert load_calibrations(both) == {"dense": dense_cal, "official": official_cal}
+    assert load_calibrations(legacy) == {"official": official_cal} and load_calibration(legacy) == official_cal
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(22050).astype(np.float32) * 3000
+    y = x + rng.standard_normal(22050).astype(np.float32) * 300
+    for path, protocol, cal in ((both, "dense", dense_cal), (both, "official", official_cal),
+                                (legacy, "dense", None), (legacy, "official", official_cal)):  # fmt: skip
+        s = ModelRef.registered("m", path, protocol=protocol).scorer(release).score(x, y)
+        if cal is None:
+            with torch.no_grad():
+                head = DPAM.official("scratch", release).p_jnd(torch.tensor([s.distance]))
+            assert not s.p_jnd_calibrated and s.p_jnd == pytest.approx(float(head[0]), rel=1e-6)
+        else:
+            assert s.p_jnd_calibrated and s.p_jnd == pytest.approx(float(cal(s.distance)), rel=1e-12)
