@@ -182,6 +182,15 @@ class Rating:
     line: int
     extra: dict[str, str] = field(default_factory=dict)
 
+    @classmethod
+    def from_row(cls, row: dict) -> Rating:
+        """A rating from its stored row (:meth:`row`'s dict, as the store returns it)."""
+        extra = row.get("extra")
+        return cls(row["rating_id"], Path(row["ref"]), Path(row["test"]), row["ref_sha256"], row["test_sha256"],
+                   float(row["score"]), row["scale"], row.get("listener"), row.get("item"), row.get("condition"),
+                   row.get("trial"), bool(row.get("hidden_reference")), Path(row["source"]), int(row["line"]),
+                   json.loads(extra) if isinstance(extra, str) and extra else dict(extra or {}))  # fmt: skip
+
     def row(self) -> dict[str, str | int | float | bool | None]:
         """A plain dict for storage; ``extra`` as sorted-key JSON (or None)."""
         return {

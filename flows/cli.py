@@ -438,15 +438,16 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
     if not _have_release():
         return EXIT_BAD_INPUT
-    missing = [p for p in args.judgments if not Path(p).is_file()]
+    missing = [p for p in args.judgments if not Path(p).exists()]
     if missing:
-        _err(f"no such judgment file: {', '.join(missing)}")
+        _err(f"no such judgment or rating file: {', '.join(missing)}")
         return EXIT_BAD_INPUT
     _prefect_env()
     from jndqa.flows.retrain import RetrainSettings, retrain_flow
 
     settings = RetrainSettings(mode=args.mode, margin=args.margin, golden=args.golden, seed=args.seed,
-                               epochs=args.epochs)  # fmt: skip
+                               epochs=args.epochs, protocol=args.protocol, rating_margin=args.rating_margin,
+                               webmushra_config=args.config)  # fmt: skip
     try:
         summary = retrain_flow([str(p) for p in args.judgments], str(_db_path(args)), vars(settings))
     except (StoreError, ValueError) as exc:
@@ -635,21 +636,32 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "retrain",
         cmd_retrain,
-        "ingest same/different judgments, train a candidate metric, promote it only if it is better",
-        "Ingest judgment files (the release's JND lists: ref<TAB>test<TAB>label; or CSV with a header "
-        "ref,test,label[,worker,timestamp,condition]; paths relative to the file; label 0 same, 1 different). "
-        "Bad rows are quarantined with their reason. A candidate is fine-tuned from the production model, "
-        "evaluated with it on held-out references and a fixed golden set, and promoted only when better. "
-        "Nothing is trained when no judgment is new. Exit 0 done (promoted, rejected or nothing new), "
+        "ingest judgments and listening-test ratings, train a candidate metric, promote it only if it is better",
+        "Ingest judgment and rating files: the release's JND lists (ref<TAB>test<TAB>label), judgment CSVs "
+        "(ref,test,label[,worker,timestamp,condition]), ratings CSVs (ref,test,score[,listener,item,condition,"
+        "scale]: mushra, mos, jnd, preference) and webMUSHRA results (with --config); paths relative to the "
+        "file. Bad rows (and listeners failing the BS.1534 post-screening) are quarantined with their reason. "
+        "A candidate is fine-tuned from the production model under the nightly's protocol (same/different "
+        "labels: cross-entropy; MUSHRA/MOS: a ranking loss on stimuli of one reference), its p_jnd calibrated "
+        "per protocol, evaluated with production on held-out references and a fixed golden set, and promoted "
+        "only when better. Per-pair terms are cached in the store: a second training on the same pairs is "
+        "cheap. Nothing is trained when no rating is new. Exit 0 done (promoted, rejected or nothing new), "
         "2 bad usage, 3 done but some rows or files were set aside.",
         ["jndqa retrain judgments/*.csv --db out/jndqa.duckdb",
-         "jndqa retrain new.csv --golden golden.csv --mode all --json"],
+         "jndqa retrain listening-test.csv --golden golden-ratings.csv --json",
+         "jndqa retrain results/test1/mushra.csv --config configs/test1.yaml",
+         "jndqa retrain new.csv --golden golden.csv --mode all --protocol official"],
     )  # fmt: skip
-    p.add_argument("judgments", nargs="+", help="judgment files")
+    p.add_argument("judgments", nargs="+", help="judgment or rating files")
     p.add_argument("--mode", default="channels", choices=["head", "channels", "all"],
                    help="what is trained: the head, the per-channel weights and head (default), or all")  # fmt: skip
     p.add_argument("--golden", help="a judgment file: the fixed golden set (default: a fixed 1-in-5 reference bucket)")
     p.add_argument("--margin", type=float, default=0.02, help="held-out accuracy to gain over production (0.02)")
+    p.add_argument("--rating-margin", type=float, default=0.05,
+                   help="held-out within-item Spearman to gain over production, for ratings (0.05)")  # fmt: skip
+    p.add_argument("--protocol", default="dense", choices=["dense", "official"],
+                   help="train, calibrate and gate under this protocol (default: dense, the nightly's)")  # fmt: skip
+    p.add_argument("--config", help="the webMUSHRA test's YAML config, for webMUSHRA results files")
     p.add_argument("--epochs", type=int, default=200, help="most epochs (early stopping decides; 200)")
     p.add_argument("--seed", type=int, default=0, help="seed of splits and training (0)")
     _store_flags(p, json_help="print the training summary as one JSON object on stdout")

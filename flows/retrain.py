@@ -1,25 +1,32 @@
-"""Retraining the metric when new judgments arrive: ingest → train → evaluate → gate → register.
+"""Retraining the metric when new judgments or ratings arrive: ingest → terms → train → calibrate →
+evaluate → gate → register (docs/architecture.md "Retraining" is the long form).
 
 Plain functions do the work (tests call them); :func:`retrain_flow` wires them into Prefect and
 :func:`scheduled_retrain` is the deployment's entry point (prefect.yaml).
 
-- **Ingest**: every judgment file is read and validated (:mod:`jndqa.datasets.judgments`); good
-  rows go to the store's ``judgments`` table, bad rows to ``quarantine`` with their reason. Ingest
-  is idempotent: a judgment is keyed by its content (audio hashes, label, worker, time).
-- **Nothing new, nothing done**: the training data hash is the hash of every stored judgment id;
-  when it equals the last finished training's, the run stops there ("skipped").
-- **Splits**, all by reference recording (no reference on two sides): a *golden* set, fixed for
-  good (a judgment file given with ``golden``, else the references whose hash falls in a fixed
-  1-in-5 bucket), never trained on; a *held-out* test split of the rest (``held_out``), never
-  trained on; the remainder is training data, of which :func:`jndqa.metric.train` holds out its
-  own validation split for early stopping and for fitting the calibration.
-- **Train** a candidate from the production model (``mode``: head, channels or all), then fit the
-  p_jnd calibration (Platt on log distance) on the validation split.
-- **Evaluate** candidate and production on the same held-out and golden pairs: accuracy, ROC AUC,
-  log loss, expected calibration error, bootstrap intervals by reference.
-- **Gate**: promote only when, on held-out data, the candidate's accuracy beats production's by
-  ``margin`` and its log loss is lower, and on the golden set its accuracy is not lower and its
-  log loss not higher. Otherwise production stays; the reason is recorded.
+- **Ingest**: JND lists and judgment CSVs to the store's ``judgments`` (:mod:`jndqa.datasets.judgments`),
+  ratings CSVs and webMUSHRA results to its ``ratings`` (:mod:`jndqa.datasets.ratings`); bad rows to
+  quarantine with their reason. Idempotent: rows are keyed by their content.
+- **Data**: JND pairs (judgments, ``jnd``-scale ratings) and rated stimuli (MUSHRA/MOS means per
+  stimulus, compared within one reference and scale); preference ratings are counted, not used.
+- **Nothing new, nothing done**: the data hash covers the ids used and the protocol; when it equals that
+  of the last finished training with the same settings, the run stops there ("skipped").
+- **Splits**, all by reference recording: a *golden* set (a judgment or ratings file given with
+  ``golden``, else the references in a fixed 1-in-5 hash bucket), never trained on; a *held-out* test
+  split (``held_out``) of JND pairs and of rated stimuli, never trained on; the rest is training data,
+  of which :func:`jndqa.metric.train` holds out its own validation split.
+- **Terms** under ``protocol`` (the nightly's, ``dense`` by default): each pair's per-channel terms with
+  the parent's kernels, cached in the store (:mod:`jndqa.flows.terms`).
+- **Train** a candidate from the production model (``mode``: head, channels or all; all trains through
+  ``official`` on JND pairs only): cross-entropy on JND pairs, the ranking loss on rated stimuli.
+- **Calibrate** p_jnd per protocol (Platt on log distance) on the validation split's JND pairs: under
+  ``protocol`` and ``official``; none without JND pairs.
+- **Evaluate** candidate and production on the same held-out and golden data under ``protocol``: JND
+  accuracy, ROC AUC, log loss, ECE; within-item Spearman on rated stimuli; bootstrap intervals by
+  reference.
+- **Gate** (:func:`gate`): promote only when every kind of data present says the candidate is better on
+  held-out data by its margin and not worse on the golden set; otherwise production stays, the reason
+  recorded.
 - **Register**: the weights are written atomically as safetensors under ``<db folder>/models``
   *before* the registry row; promotion is one transaction. A run killed anywhere before that
   leaves the registry and the production weights as they were (training checkpoints live under
@@ -33,6 +40,7 @@ import shutil
 import sys
 import time
 import uuid
+from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +56,7 @@ from .models import seed_registry
 __all__ = ["RetrainSettings", "load_network", "retrain", "retrain_flow", "scheduled_retrain"]
 
 GOLDEN_BUCKETS = 5  # a reference is golden when its hash falls in bucket 0 of 5
+PROTOCOLS = ("dense", "official")  # what a retraining trains and gates under
 
 
 @dataclass
@@ -64,54 +73,131 @@ class RetrainSettings:
     lr: float = 1e-2
     calibration: str = "platt"
     bootstrap: int = 1000
+    protocol: str = "dense"  # the nightly's protocol: terms, calibration and the gate are under it
+    window_seconds: float = 8.0  # dense analysis windows (the nightly's metric.window_seconds / hop_seconds)
+    hop_seconds: float = 4.0
+    rating_margin: float = 0.05  # held-out within-item Spearman the candidate must gain over production
+    ranking_weight: float = 1.0  # weight of a ratings comparison against a JND pair in the loss
+    webmushra_config: str | None = None  # the webMUSHRA test's YAML config, for webMUSHRA results files
 
 
 def load_network(store, row: dict):
-    """The :class:`jndqa.metric.DPAM` and calibrator of a registry row (the release's weights
-    for the official model)."""
-    from jndqa.metric import DPAM, load_calibration, load_model
+    """The :class:`jndqa.metric.DPAM` of a registry row (the release's weights for the official model) and
+    its calibrations by protocol key (:func:`jndqa.metric.load_calibrations`; none for the release)."""
+    from jndqa.metric import DPAM, load_calibrations, load_model
 
     weights = store.model_weights(row)
     if weights is None:
-        return DPAM.official("scratch"), None
-    return load_model(weights), load_calibration(weights)
+        return DPAM.official("scratch"), {}
+    return load_model(weights), load_calibrations(weights)
 
 
 def _golden_reference(ref_sha256: str) -> bool:
     return int(hashlib.sha256(f"golden:{ref_sha256}".encode()).hexdigest(), 16) % GOLDEN_BUCKETS == 0
 
 
-def ingest(store, paths: list[str | Path]) -> tuple[list[dict], list[dict]]:
-    """Read, validate and store judgment files. Returns (per-file counts, failures of files that
-    could not be read at all)."""
+def ingest(store, paths: list[str | Path], webmushra_config: str | None = None) -> tuple[list[dict], list[dict]]:
+    """Read, validate and store judgment and rating files. JND lists and judgment CSVs go to the
+    store's judgments (as always); ratings CSVs and webMUSHRA results (with ``webmushra_config``) to its
+    ratings. Returns (per-file counts, failures of files that could not be read at all)."""
     from jndqa.datasets.judgments import JudgmentFileError, read_judgments
+    from jndqa.datasets.ratings import JND_LIST, JUDGMENT_CSV, RatingFileError, read_ratings
 
     files, failures = [], []
     for path in paths:
         try:
-            jf = read_judgments(path)
-        except JudgmentFileError as exc:
+            try:
+                rf = read_ratings(path)
+            except RatingFileError as exc:
+                if webmushra_config is None or "webMUSHRA results" not in str(exc):
+                    raise
+                rf = read_ratings(path, config=webmushra_config)
+            if rf.format in (JND_LIST, JUDGMENT_CSV):
+                jf = read_judgments(path)
+                counts = store.ingest_judgments(
+                    {"content_hash": jf.content_hash, "path": str(jf.path), "format": jf.format},
+                    [r.row() for r in jf.rows],
+                    [q.row() for q in jf.quarantine],
+                )
+                kinds = jf.quarantine_counts()
+                n = len(jf.rows)
+            else:
+                counts = store.ingest_ratings(
+                    {"content_hash": rf.content_hash, "path": str(rf.path), "format": rf.format,
+                     "config": str(rf.config) if rf.config else None},
+                    [r.row() for r in rf.rows], [q.row() for q in rf.quarantine],
+                )  # fmt: skip
+                kinds = dict(sorted(Counter(q.kind for q in rf.quarantine).items()))
+                n = len(rf.rows)
+        except (JudgmentFileError, RatingFileError) as exc:
             failures.append({"file": str(path), "reason": str(exc)})
             continue
-        counts = store.ingest_judgments(
-            {"content_hash": jf.content_hash, "path": str(jf.path), "format": jf.format},
-            [r.row() for r in jf.rows],
-            [q.row() for q in jf.quarantine],
-        )
-        files.append({"file": str(path), "format": jf.format, "rows": len(jf.rows), **counts,
-                      "quarantine_kinds": jf.quarantine_counts()})  # fmt: skip
+        files.append({"file": str(path), "format": rf.format, "rows": n, **counts, "quarantine_kinds": kinds})
     return files, failures
 
 
-def _predictions(net, calibrator, pairs, terms, mode_all: bool):
-    """Distances and p(different): from precomputed terms when the feature network is the
-    parent's, else by running the network; calibrated when there is a calibrator."""
-    from jndqa.metric.train import predict, predict_from_terms
+def _predictions(net, calibrator, terms):
+    """Distances and p(different) of ``terms`` rows (of ``net``'s kernels) with ``net``'s channel weights;
+    p from ``calibrator`` when there is one, else from ``net``'s head."""
+    from jndqa.metric.train import predict_from_terms
 
-    pred = predict(net, pairs) if mode_all else predict_from_terms(net, terms)
+    pred = predict_from_terms(net, terms)
     d = np.asarray(pred.distance, dtype=np.float64)
     p = calibrator(d) if calibrator is not None else np.asarray(pred.p_jnd, dtype=np.float64)
     return d, p
+
+
+@dataclass
+class _Data:
+    """What one retraining learns from and is judged on: JND pairs (``jnd``: train, test, golden rows of
+    ``ref``, ``test``, ``ref_sha256``, ``test_sha256``, ``label``) and rated stimuli (``graded``: train,
+    test, golden :class:`jndqa.datasets.StimulusMean` rows as dicts, ``group`` their reference key)."""
+
+    jnd: dict[str, list[dict]]
+    graded: dict[str, list[dict]]
+    ignored: dict[str, int]
+
+    def count(self, kind: str, split: str) -> int:
+        return len(getattr(self, kind)[split])
+
+
+def _graded_rows(rows: list[dict]) -> list[dict]:
+    """Stimulus means of stored graded ratings (MUSHRA, MOS), as dicts with ``group`` (scale and reference:
+    stimuli are compared only within one)."""
+    from jndqa.datasets.ratings import Rating, stimulus_means
+
+    out = []
+    for m in stimulus_means(Rating.from_row(r) for r in rows if r["scale"] in ("mushra", "mos")):
+        out.append({**m.row(), "group": f"{m.scale}:{m.ref_sha256}"})
+    return out
+
+
+def _jnd_from_ratings(rows: list[dict]) -> list[dict]:
+    """Ratings CSV rows on the ``jnd`` scale as judgment rows (label = score). A listening test's stimuli
+    are lined up with their reference as the nightly aligns variants (``lineup`` ``align``); the release's
+    judged pairs as the release presented them (``pad``)."""
+    keep = ("ref", "test", "ref_sha256", "test_sha256")
+    return [{"judgment_id": r["rating_id"], **{k: r[k] for k in keep}, "label": int(r["score"]), "lineup": "align"}
+            for r in rows if r["scale"] == "jnd"]  # fmt: skip
+
+
+def _golden_file(path: str) -> tuple[list[dict], list[dict]]:
+    """The golden set given as a file: (JND rows, graded stimulus rows)."""
+    from jndqa.datasets.judgments import read_judgments
+    from jndqa.datasets.ratings import JND_LIST, JUDGMENT_CSV, read_ratings
+
+    rf = read_ratings(path)
+    if rf.format in (JND_LIST, JUDGMENT_CSV):
+        return [r.row() for r in read_judgments(path).rows], []
+    rows = [r.row() for r in rf.rows]
+    return _jnd_from_ratings(rows), _graded_rows(rows)
+
+
+def _protocol_key(settings: RetrainSettings) -> str:
+    from jndqa.metric import ModelRef
+
+    return ModelRef.official("scratch", settings.protocol, window_seconds=settings.window_seconds,
+                             hop_seconds=settings.hop_seconds).protocol_key  # fmt: skip
 
 
 def retrain(
@@ -129,59 +215,86 @@ def retrain(
         def log(msg: str) -> None:
             print(msg, file=sys.stderr, flush=True)
 
-    from jndqa.datasets.judgments import data_hash, read_judgments
+    from jndqa.datasets.judgments import data_hash
     from jndqa.store import Store
 
     settings = settings or RetrainSettings()
+    if settings.protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, not {settings.protocol!r}")
     started = time.perf_counter()
     store = Store(db)
     training_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     store.acquire_writer(f"retrain {training_id}")
     try:
         seed_registry(store)
-        files, file_failures = ingest(store, paths)
+        files, file_failures = ingest(store, paths, settings.webmushra_config)
         for f in files:
             log(f"{f['file']}: {f['rows']} good rows ({f['new']} new), {f['quarantined']} quarantined")
         for f in file_failures:
             log(f"{f['file']}: not read: {f['reason']}")
         production = store.production_model()
+        protocol_key = _protocol_key(settings)
         summary: dict[str, Any] = {
             "training_id": training_id, "files": files, "file_failures": file_failures,
             "production_before": production["version"], "production": production["version"],
-            "settings": asdict(settings), "candidate": None, "report": None,
+            "settings": asdict(settings), "protocol": protocol_key, "candidate": None, "report": None,
         }  # fmt: skip
-        rows = [r for r in store.judgments() if Path(r["ref"]).is_file() and Path(r["test"]).is_file()]
-        missing = len(store.judgments()) - len(rows)
-        golden_ids: set[str] = set()
-        golden_rows: list[dict] = []
+        stored = store.judgments()
+        rows = [r for r in stored if Path(r["ref"]).is_file() and Path(r["test"]).is_file()]
+        missing = len(stored) - len(rows)
+        ratings = [r for r in store.ratings() if Path(r["ref"]).is_file() and Path(r["test"]).is_file()]
+        rows += _jnd_from_ratings(ratings)
+        graded = _graded_rows(ratings)
+        ignored = {"preference": sum(1 for r in ratings if r["scale"] == "preference")}
         if settings.golden:
-            gf = read_judgments(settings.golden)
-            golden_rows = [r.row() for r in gf.rows]
+            golden_rows, golden_graded = _golden_file(settings.golden)
             golden_ids = {r["judgment_id"] for r in golden_rows}
-            golden_refs = {r["ref_sha256"] for r in golden_rows}
+            golden_refs = {r["ref_sha256"] for r in golden_rows} | {g["ref_sha256"] for g in golden_graded}
             rows = [r for r in rows if r["judgment_id"] not in golden_ids and r["ref_sha256"] not in golden_refs]
+            graded = [g for g in graded if g["ref_sha256"] not in golden_refs]
         else:
             golden_rows = [r for r in rows if _golden_reference(r["ref_sha256"])]
             rows = [r for r in rows if not _golden_reference(r["ref_sha256"])]
-        dhash = data_hash([r["judgment_id"] for r in rows])
-        summary.update(judgments=len(rows), golden_pairs=len(golden_rows), missing_audio=missing, data_hash=dhash)
-        last = next((t for t in store.trainings() if t["status"] in ("promoted", "rejected")), None)
+            golden_graded = [g for g in graded if _golden_reference(g["ref_sha256"])]
+            graded = [g for g in graded if not _golden_reference(g["ref_sha256"])]
+        ids = [r["judgment_id"] for r in rows]
+        if graded:  # the stimuli's means: what they are made of
+            used = {(g["ref_sha256"], g["test_sha256"]) for g in graded}
+            ids += [r["rating_id"] for r in ratings if (r["ref_sha256"], r["test_sha256"]) in used
+                    and r["scale"] in ("mushra", "mos")]  # fmt: skip
+        if protocol_key != "official":
+            ids.append(f"protocol:{protocol_key}")
+        dhash = data_hash(ids)
+        summary.update(judgments=len(rows), golden_pairs=len(golden_rows), rated_stimuli=len(graded),
+                       golden_stimuli=len(golden_graded), missing_audio=missing, ignored=ignored,
+                       data_hash=dhash)  # fmt: skip
+        if ignored["preference"]:
+            log(f"{ignored['preference']} preference ratings not used: a preference between a test and its "
+                "reference names no common reference to rank distances against")  # fmt: skip
+        last = next((t for t in store.trainings() if t["status"] in ("promoted", "rejected")
+                     and _settings_of(t) in (None, asdict(settings))), None)  # fmt: skip
         if last is not None and last["data_hash"] == dhash:
-            summary.update(status="skipped", reason=f"no new judgments since training {last['training_id']}")
+            summary.update(status="skipped", reason=f"no new judgments since training {last['training_id']} "
+                                                    "(with the same settings)")  # fmt: skip
             log(summary["reason"])
             return _done(summary, started)
-        if len({r["ref_sha256"] for r in rows}) < 4 or not golden_rows:
-            why = (
-                "fewer than 4 reference recordings to train and test on"
-                if golden_rows
-                else "no golden pairs: pass a golden judgment file (--golden), or judgments on more references"
-            )
-            summary.update(status="failed", reason=why)  # fmt: skip
+        refs = {r["ref_sha256"] for r in rows} | {g["ref_sha256"] for g in graded}
+        why = None
+        if len(refs) < 4:
+            why = "fewer than 4 reference recordings to train and test on"
+        elif not golden_rows and not golden_graded:
+            why = "no golden pairs: pass a golden judgment or ratings file (--golden), or data on more references"
+        elif graded and settings.mode == "all":
+            why = ("ratings train the distance through its channel weights: use --mode channels "
+                   "(mode all trains on JND pairs only)")  # fmt: skip
+        if why:
+            summary.update(status="failed", reason=why)
             return _done(summary, started)
 
-        store.begin_training(training_id, dhash, len(rows))
+        data = _split(rows, golden_rows, graded, golden_graded, settings)
+        store.begin_training(training_id, dhash, len(rows) + len(graded))
         try:
-            return _train_and_decide(store, db, settings, summary, production, rows, golden_rows, dhash, training_id,
+            return _train_and_decide(store, db, settings, summary, production, data, dhash, training_id,
                                      report_dir, log, started)  # fmt: skip
         except BaseException as exc:
             store.finish_training(training_id, "failed", reason=f"{type(exc).__name__}: {exc}")
@@ -190,85 +303,160 @@ def retrain(
         store.release_writer()
 
 
-def _train_and_decide(store, db, settings, summary, production, rows, golden_rows, dhash, training_id, report_dir,
+def _settings_of(training: dict) -> dict | None:
+    """The settings a stored training ran with (None for a training that recorded none)."""
+    import json
+
+    summary = training.get("summary")
+    if isinstance(summary, str):
+        summary = json.loads(summary)
+    settings = (summary or {}).get("settings")
+    return None if settings is None else {**asdict(RetrainSettings()), **settings}
+
+
+def _split(rows, golden_rows, graded, golden_graded, settings) -> _Data:
+    """Held-out test splits by reference (JND pairs and rated stimuli each; a kind on fewer than two
+    references is all training)."""
+    from jndqa.metric.train import split_by_group
+
+    def split(items: list[dict], key: str) -> tuple[list[dict], list[dict]]:
+        if len({r[key] for r in items}) < 2:
+            return items, []
+        rest, test = split_by_group([r[key] for r in items], settings.held_out, seed=settings.seed)
+        return [items[i] for i in rest], [items[i] for i in test]
+
+    j_train, j_test = split(rows, "ref_sha256")
+    g_train, g_test = split(graded, "group")
+    return _Data({"train": j_train, "test": j_test, "golden": golden_rows},
+                 {"train": g_train, "test": g_test, "golden": golden_graded}, {})  # fmt: skip
+
+
+def _terms(store, net, items: list[dict], settings, log):
+    """:func:`jndqa.flows.terms.cached_terms` of ``items`` under the settings' protocol, each lined up as its
+    ``lineup`` says (JND pairs: ``pad`` by default; rated stimuli: ``align``): (terms ``[N, 992]`` float32 of
+    the pairs that have them, their indices, the full result)."""
+    import torch
+
+    from .terms import TermsPair, cached_terms
+
+    pairs = [TermsPair(str(r["ref"]), str(r["test"]), r["ref_sha256"], r["test_sha256"],
+                       r.get("lineup") or ("align" if "group" in r else "pad")) for r in items]  # fmt: skip
+    res = cached_terms(store, net, pairs, protocol=settings.protocol, protocol_key=_protocol_key(settings),
+                       window=round(settings.window_seconds * 22050), hop=round(settings.hop_seconds * 22050),
+                       log=log)  # fmt: skip
+    ok = res.ok
+    return torch.from_numpy(res.terms[ok]).float(), ok, res
+
+
+def _train_and_decide(store, db, settings, summary, production, data: _Data, dhash, training_id, report_dir,
                       log, started) -> dict:  # fmt: skip
     """Train, calibrate, evaluate, gate and register (see the module docstring)."""
     import torch
 
-    from jndqa.metric import evaluate, fit_calibrator, save_model
+    from jndqa.metric import RankingData, fit_calibrator, save_model
     from jndqa.metric.modelfile import parameter_digest
-    from jndqa.metric.train import TrainConfig, load_pair, pair_terms, split_by_group, train
+    from jndqa.metric.train import TrainConfig, distances_from_terms, load_pair, train
 
-    parent, parent_cal = load_network(store, production)
-    refs = np.array([r["ref_sha256"] for r in rows], dtype=object)
-    rest, test = split_by_group(refs, settings.held_out, seed=settings.seed)
-    log(f"training {training_id}: {len(rest)} pairs to train on, {len(test)} held out, "
-        f"{len(golden_rows)} golden; parent {production['version']}, mode {settings.mode}")  # fmt: skip
-
+    parent, parent_cals = load_network(store, production)
+    key = _protocol_key(settings)
+    parent_cal = parent_cals.get(key)
     mode_all = settings.mode == "all"
-    train_rows = [rows[i] for i in rest]
-    test_rows = [rows[i] for i in test]
-    # Each pair's per-channel layer terms under the parent, computed once, in chunks; the
-    # audio is kept only when the whole network trains (mode all).
-    sets: dict[str, list | None] = {}
-    terms = {}
-    for split, rs in (("train", train_rows), ("test", test_rows), ("golden", golden_rows)):
-        chunks, kept = [], []
-        for start in range(0, len(rs), 64):
-            pairs = [load_pair(r["ref"], r["test"]) for r in rs[start : start + 64]]
-            with torch.no_grad():
-                chunks.append(pair_terms(parent, pairs))
-            if mode_all:
-                kept += pairs
-        terms[split] = torch.cat(chunks)
-        sets[split] = kept if mode_all else None
-    labels = {k: np.array([r["label"] for r in rs]) for k, rs in
-              (("train", train_rows), ("test", test_rows), ("golden", golden_rows))}  # fmt: skip
-    groups = {"test": [r["ref_sha256"] for r in test_rows], "golden": [r["ref_sha256"] for r in golden_rows]}
+    n = {(k, s): data.count(k, s) for k in ("jnd", "graded") for s in ("train", "test", "golden")}
+    log(f"training {training_id} under {key}: {n['jnd', 'train']} pairs and {n['graded', 'train']} rated stimuli "
+        f"to train on, {n['jnd', 'test']} pairs and {n['graded', 'test']} stimuli held out, {n['jnd', 'golden']} "
+        f"golden pairs and {n['graded', 'golden']} golden stimuli; parent {production['version']}, "
+        f"mode {settings.mode}")  # fmt: skip
+
+    # Terms under the protocol with the parent's kernels: cached in the store, computed once.
+    t0 = time.perf_counter()
+    terms, failures, computed, cached = {}, [], 0, 0
+    for kind in ("jnd", "graded"):
+        for split in ("train", "test", "golden"):
+            items = getattr(data, kind)[split]
+            t, ok, res = _terms(store, parent, items, settings, log)
+            computed, cached = computed + res.computed, cached + res.cached
+            getattr(data, kind)[split] = [items[i] for i in ok]
+            terms[(kind, split)] = t
+            failures += [{**f, "kind": kind, "split": split} for f in res.failures]
+    summary["terms"] = {"seconds": round(time.perf_counter() - t0, 3), "computed": computed, "cached": cached,
+                        "failures": failures}  # fmt: skip
+    jnd, graded = data.jnd, data.graded
+    labels = {s: np.array([r["label"] for r in jnd[s]], dtype=np.int64) for s in ("train", "test", "golden")}
+    n_jnd = len(jnd["train"])
+    ranking = None
+    if graded["train"]:
+        ranking = RankingData(terms[("graded", "train")], np.array([g["mean"] for g in graded["train"]]),
+                              tuple(g["group"] for g in graded["train"]))  # fmt: skip
+
+    # Train (mode all: through the official protocol on the judged pairs' audio).
     history: list[dict] = []
     config = TrainConfig(mode=settings.mode, epochs=settings.epochs, patience=settings.patience, lr=settings.lr,
                          seed=settings.seed)  # fmt: skip
     ckpt = Path(db).parent / "models" / ".training" / f"{dhash[:16]}-{production['version']}-{settings.mode}"
-    train_groups = [r["ref_sha256"] for r in train_rows]
-    result = train(parent, sets["train"] if mode_all else None, labels["train"], train_groups, config,
-                   terms=None if mode_all else terms["train"], checkpoint_dir=ckpt,
-                   progress=lambda e: history.append(asdict(e)))  # fmt: skip
+    train_pairs = [load_pair(r["ref"], r["test"]) for r in jnd["train"]] if mode_all else None
+    result = train(parent, train_pairs, labels["train"], [r["ref_sha256"] for r in jnd["train"]], config,
+                   terms=None if mode_all else terms[("jnd", "train")], checkpoint_dir=ckpt,
+                   progress=lambda e: history.append(asdict(e)), ranking=ranking,
+                   ranking_weight=settings.ranking_weight)  # fmt: skip
     candidate = result.model
-    # Calibration: fitted on the validation split the training held out.
-    val = result.val_index
-    val_terms = terms["train"][val]
-    val_pairs = [sets["train"][i] for i in val] if mode_all else None
-    d_val, _ = _predictions(candidate, None, val_pairs, val_terms, mode_all)
-    calibrator = fit_calibrator(d_val, labels["train"][val], method=settings.calibration)
+    cand_terms = terms
+    if mode_all:  # new kernels: the candidate's own terms under the protocol (cached under its digest)
+        cand_terms = {k: _terms(store, candidate, getattr(data, k[0])[k[1]], settings, None)[0]
+                      for k in terms if k[0] == "jnd"}  # fmt: skip
+
+    # Calibration of p_jnd, fitted on the JND pairs of the training's validation split, under the protocol
+    # trained (and under official, from the same pairs' official terms).
+    val = np.array([u for u in result.val_index if u < n_jnd], dtype=np.int64)
+    calibrations: dict[str, Any] = {}
+    if len(val) and len(set(labels["train"][val])) == 2:
+        d_val, _ = _predictions(candidate, None, cand_terms[("jnd", "train")][val])
+        calibrations[key] = fit_calibrator(d_val, labels["train"][val], method=settings.calibration)
+        if key != "official":
+            official = RetrainSettings(**{**asdict(settings), "protocol": "official"})
+            t_off, ok, _ = _terms(store, candidate, [jnd["train"][i] for i in val], official, None)
+            d_off, _ = _predictions(candidate, None, t_off)
+            calibrations["official"] = fit_calibrator(d_off, labels["train"][val][ok], method=settings.calibration)
+    calibrator = calibrations.get(key)
 
     metrics: dict[str, Any] = {}
     reliability: dict[str, Any] = {}
     for split in ("test", "golden"):
-        _, p_cand = _predictions(candidate, calibrator, sets[split], terms[split], mode_all)
-        _, p_prod = _predictions(parent, parent_cal, sets[split], terms[split], False)
-        ev_c = evaluate(p_cand, labels[split], groups[split], n_boot=settings.bootstrap, seed=settings.seed)
-        ev_p = evaluate(p_prod, labels[split], groups[split], n_boot=settings.bootstrap, seed=settings.seed)
-        metrics[split] = {"candidate": _estimates(ev_c), "production": _estimates(ev_p), "n": ev_c.n}
-        reliability[split] = {"candidate": asdict(ev_c.reliability), "production": asdict(ev_p.reliability)}
-    verdict, reason = gate(metrics, settings.margin)
+        if len(jnd[split]):
+            groups = [r["ref_sha256"] for r in jnd[split]]
+            _, p_cand = _predictions(candidate, calibrator, cand_terms[("jnd", split)])
+            _, p_prod = _predictions(parent, parent_cal, terms[("jnd", split)])
+            ev_c = evaluate_pairs(p_cand, labels[split], groups, settings)
+            ev_p = evaluate_pairs(p_prod, labels[split], groups, settings)
+            metrics[split] = {"candidate": _estimates(ev_c), "production": _estimates(ev_p), "n": ev_c.n}
+            reliability[split] = {"candidate": asdict(ev_c.reliability), "production": asdict(ev_p.reliability)}
+        if len(graded[split]):
+            with torch.no_grad():
+                d_c = distances_from_terms(candidate, terms[("graded", split)]).double().numpy()
+                d_p = distances_from_terms(parent, terms[("graded", split)]).double().numpy()
+            metrics[f"ratings_{split}"] = rating_evaluation(d_c, d_p, graded[split], settings)
+    verdict, reason = gate(metrics, settings.margin, settings.rating_margin)
     version = f"dpam-{parent.model}-ft-{parameter_digest(candidate)[:12]}"
     summary.update(candidate=version, decision=verdict, reason=reason, metrics=metrics,
                    reliability=reliability, history=history, best_epoch=result.best_epoch,
-                   train_pairs=len(result.train_index), val_pairs=len(val), test_pairs=len(test_rows),
-                   calibration=calibrator.to_dict(), resumed_from=result.resumed_from)  # fmt: skip
+                   train_pairs=len(result.train_index), val_pairs=len(result.val_index),
+                   test_pairs=len(jnd["test"]), test_stimuli=len(graded["test"]),
+                   calibration=calibrator.to_dict() if calibrator else None,
+                   calibrations={k: c.to_dict() for k, c in calibrations.items()},
+                   ranking=result.extra, resumed_from=result.resumed_from)  # fmt: skip
     log(f"candidate {version}: {verdict} ({reason})")
 
     if store.model(version) is None:
         weights = Path(db).parent / "models" / f"{version}.safetensors"
         weights.parent.mkdir(parents=True, exist_ok=True)
-        save_model(candidate, weights, model_id=version, calibration=calibrator,
-                   metadata={"parent": production["version"], "data_hash": dhash,
-                             "training_id": training_id})  # fmt: skip
+        save_model(candidate, weights, model_id=version, calibration=calibrations.get("official"),
+                   calibrations=calibrations, metadata={"parent": production["version"], "data_hash": dhash,
+                                                        "training_id": training_id, "protocol": key})  # fmt: skip
         store.add_model({
             "version": version, "model_id": version, "kind": parent.model, "parent": production["version"],
             "data_hash": dhash, "weights": str(weights.relative_to(Path(db).parent)),
-            "weights_sha256": file_sha256(weights),
-            "metrics": metrics, "calibration": calibrator.to_dict(), "params": result.hyperparameters(),
+            "weights_sha256": file_sha256(weights), "metrics": metrics,
+            "calibration": {k: c.to_dict() for k, c in calibrations.items()},
+            "params": {**result.hyperparameters(), "protocol": key, **result.extra},
         })  # fmt: skip
         store.decide_model(version, "production" if verdict == "promote" else "rejected", reason)
     else:
@@ -286,32 +474,101 @@ def _train_and_decide(store, db, settings, summary, production, rows, golden_row
     return _done(summary, started)
 
 
+def evaluate_pairs(p, labels, groups, settings):
+    from jndqa.metric import evaluate
+
+    return evaluate(p, labels, groups, n_boot=settings.bootstrap, seed=settings.seed)
+
+
+def rating_evaluation(d_cand: np.ndarray, d_prod: np.ndarray, stimuli: list[dict], settings) -> dict:
+    """Within-item Spearman (per reference, averaged: does the distance rank one recording's versions as
+    listeners did?) of candidate and production on ``stimuli``, and of their difference, each with a
+    percentile-bootstrap 95 % interval resampling references (the same resamples for both: paired)."""
+    from jndqa.stats import bootstrap, within_item_spearman
+
+    scores = np.array([g["mean"] for g in stimuli], dtype=np.float64)
+    groups = np.array([g["group"] for g in stimuli], dtype=object)
+
+    def stat(idx: np.ndarray) -> np.ndarray:
+        c = within_item_spearman(scores[idx], -d_cand[idx], groups[idx])
+        p = within_item_spearman(scores[idx], -d_prod[idx], groups[idx])
+        return np.array([c, p, c - p])
+
+    point = stat(np.arange(len(scores)))
+    low, high = bootstrap(stat, len(scores), groups=groups, n_boot=settings.bootstrap, seed=settings.seed,
+                          omit_undefined=True)  # fmt: skip
+
+    def est(k: int) -> dict:
+        return {"value": _num(point[k]), "ci": [_num(low[k]), _num(high[k])]}
+
+    return {"candidate": {"within_item_spearman": est(0)}, "production": {"within_item_spearman": est(1)},
+            "difference": est(2), "n": len(scores), "references": len(set(groups))}  # fmt: skip
+
+
+def _num(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
 def _estimates(ev) -> dict:
     return {m: {"value": getattr(ev, m).value, "ci": [getattr(ev, m).low, getattr(ev, m).high]}
             for m in ("accuracy", "auc", "log_loss", "ece")}  # fmt: skip
 
 
-def gate(metrics: dict, margin: float) -> tuple[str, str]:
-    """("promote" | "reject", why) from held-out and golden metrics of candidate and production."""
-    t, g = metrics["test"], metrics["golden"]
+def gate(metrics: dict, margin: float, rating_margin: float = 0.05) -> tuple[str, str]:
+    """("promote" | "reject", why) from the held-out and golden metrics of candidate and production.
 
-    def v(split, who, m):
-        return split[who][m]["value"]
+    JND pairs (``test``, ``golden``): on held-out pairs, accuracy above production's by ``margin`` and
+    lower log loss; on the golden set, accuracy not lower and log loss not higher. Ratings
+    (``ratings_test``, ``ratings_golden``): on held-out references, within-item Spearman above
+    production's by ``rating_margin``; on golden references, not lower. Every kind of data present must
+    pass; the reason gives the numbers (with the bootstrap interval of the rating difference)."""
+    facts, problems = [], []
+    if "test" in metrics or "golden" in metrics:
+        t, g = metrics.get("test"), metrics.get("golden")
 
-    acc_c, acc_p = v(t, "candidate", "accuracy"), v(t, "production", "accuracy")
-    ll_c, ll_p = v(t, "candidate", "log_loss"), v(t, "production", "log_loss")
-    facts = (f"held-out accuracy {acc_c:.3f} vs {acc_p:.3f}, log loss {ll_c:.3f} vs {ll_p:.3f}; golden accuracy "
-             f"{v(g, 'candidate', 'accuracy'):.3f} vs {v(g, 'production', 'accuracy'):.3f}, log loss "
-             f"{v(g, 'candidate', 'log_loss'):.3f} vs {v(g, 'production', 'log_loss'):.3f}")  # fmt: skip
-    if acc_c < acc_p + margin:
-        return "reject", f"held-out accuracy does not beat production by the margin {margin}: {facts}"
-    if ll_c >= ll_p:
-        return "reject", f"held-out log loss is not lower than production's: {facts}"
-    if v(g, "candidate", "accuracy") < v(g, "production", "accuracy"):
-        return "reject", f"worse than production on the golden set: {facts}"
-    if v(g, "candidate", "log_loss") > v(g, "production", "log_loss"):
-        return "reject", f"worse log loss than production on the golden set: {facts}"
-    return "promote", f"better on held-out data by the margin and not worse on the golden set: {facts}"
+        def v(split, who, m):
+            return split[who][m]["value"]
+
+        if t:
+            acc_c, acc_p = v(t, "candidate", "accuracy"), v(t, "production", "accuracy")
+            ll_c, ll_p = v(t, "candidate", "log_loss"), v(t, "production", "log_loss")
+            facts.append(f"held-out accuracy {acc_c:.3f} vs {acc_p:.3f}, log loss {ll_c:.3f} vs {ll_p:.3f}")
+            if acc_c < acc_p + margin:
+                problems.append(f"held-out accuracy does not beat production by the margin {margin}")
+            elif ll_c >= ll_p:
+                problems.append("held-out log loss is not lower than production's")
+        if g:
+            ga, gl = (v(g, "candidate", "accuracy"), v(g, "production", "accuracy")), (
+                v(g, "candidate", "log_loss"), v(g, "production", "log_loss"))  # fmt: skip
+            facts.append(f"golden accuracy {ga[0]:.3f} vs {ga[1]:.3f}, log loss {gl[0]:.3f} vs {gl[1]:.3f}")
+            if v(g, "candidate", "accuracy") < v(g, "production", "accuracy"):
+                problems.append("worse than production on the golden set")
+            elif v(g, "candidate", "log_loss") > v(g, "production", "log_loss"):
+                problems.append("worse log loss than production on the golden set")
+    for split, name in (("ratings_test", "held-out"), ("ratings_golden", "golden")):
+        r = metrics.get(split)
+        if not r:
+            continue
+        c, p = r["candidate"]["within_item_spearman"]["value"], r["production"]["within_item_spearman"]["value"]
+        lo, hi = r["difference"]["ci"]
+        facts.append(f"{name} within-item Spearman {_f(c)} vs {_f(p)} (difference 95% CI [{_f(lo)}, {_f(hi)}], "
+                     f"{r['references']} references)")  # fmt: skip
+        if c is None or p is None:
+            problems.append(f"{name} within-item Spearman is undefined (too few distinct ratings per reference)")
+        elif split == "ratings_test" and c < p + rating_margin:
+            problems.append(f"held-out within-item Spearman does not beat production by the margin {rating_margin}")
+        elif split == "ratings_golden" and c < p:
+            problems.append("ranks the golden references' stimuli worse than production")
+    if not facts:
+        return "reject", "nothing to evaluate on: no held-out or golden data"
+    text = "; ".join(facts)
+    if problems:
+        return "reject", f"{problems[0]}: {text}"
+    return "promote", f"better on held-out data by the margin and not worse on the golden set: {text}"
+
+
+def _f(x: float | None) -> str:
+    return "—" if x is None else f"{x:.3f}"
 
 
 def _done(summary: dict, started: float) -> dict:
@@ -331,7 +588,9 @@ JUDGMENT_PATTERNS = ("*.csv", "*.tsv", "*.txt")
 
 @flow(name="jndqa-retrain-scheduled")
 def scheduled_retrain(judgments_dir: str, db: str, settings: dict | None = None):
-    """Deployment entry point (prefect.yaml): retrain on every judgment file in ``judgments_dir``.
+    """Deployment entry point (prefect.yaml): retrain on every judgment and rating file (``*.csv``, ``*.tsv``,
+    ``*.txt``) in ``judgments_dir``; ``settings`` as :class:`RetrainSettings` (``webmushra_config`` for
+    webMUSHRA results).
     Does nothing (state Completed, "skipped") when no new judgment has arrived since the last
     training; ends Failed when the run failed."""
     from prefect.states import Completed, Failed

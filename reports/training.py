@@ -79,7 +79,24 @@ def render_training_report(summary: dict, out: str | Path) -> Path:
                          "cand_ci": f"[{_fmt(c['ci'][0])}, {_fmt(c['ci'][1])}]",
                          "prod_ci": f"[{_fmt(p['ci'][0])}, {_fmt(p['ci'][1])}]",
                          "better": "candidate" if better else "production" if better is False else "tie"})  # fmt: skip
-        splits.append({"title": title, "n": m["n"], "rows": rows})
+        splits.append({"title": title, "n": m["n"], "unit": "pairs", "rows": rows})
+    for key, title in (("ratings_test", "Held-out rated stimuli"), ("ratings_golden", "Golden rated stimuli")):
+        m = (summary.get("metrics") or {}).get(key)
+        if not m:
+            continue
+        c, p = m["candidate"]["within_item_spearman"], m["production"]["within_item_spearman"]
+        d = m["difference"]
+        better = (
+            None if c["value"] is None or p["value"] is None or c["value"] == p["value"] else c["value"] > p["value"]
+        )
+        rows = [{"name": "within-item Spearman (per reference, averaged)", "cand": _fmt(c["value"]),
+                 "prod": _fmt(p["value"]), "cand_ci": f"[{_fmt(c['ci'][0])}, {_fmt(c['ci'][1])}]",
+                 "prod_ci": f"[{_fmt(p['ci'][0])}, {_fmt(p['ci'][1])}]",
+                 "better": "candidate" if better else "production" if better is False else "tie"},
+                {"name": "candidate − production", "cand": _fmt(d["value"]), "prod": "",
+                 "cand_ci": f"[{_fmt(d['ci'][0])}, {_fmt(d['ci'][1])}]", "prod_ci": "", "better": ""}]  # fmt: skip
+        splits.append({"title": f"{title}, {m['references']} references", "n": m["n"], "unit": "stimuli",
+                       "rows": rows})  # fmt: skip
     history = summary.get("history") or []
     loss = fig(_loss_figure(history, summary.get("best_epoch"))) if history else None
     rel = (summary.get("reliability") or {}).get("test")

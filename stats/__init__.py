@@ -3,7 +3,7 @@
 numpy and scipy only (and the standard library); knows nothing of audio, the metric or the store.
 """
 
-from .agreement import STATISTICS, Agreement, agreement
+from .agreement import STATISTICS, Agreement, agreement, within_item_spearman
 from .bootstrap import bootstrap, bootstrap_mean, percentile_interval, resample_indices
 
 __all__ = [
@@ -14,4 +14,5 @@ __all__ = [
     "bootstrap_mean",
     "percentile_interval",
     "resample_indices",
+    "within_item_spearman",
 ]

@@ -29,7 +29,7 @@ from scipy import stats as sps
 
 from .bootstrap import bootstrap
 
-__all__ = ["STATISTICS", "Agreement", "agreement"]
+__all__ = ["STATISTICS", "Agreement", "agreement", "within_item_spearman"]
 
 STATISTICS = ("stimulus_spearman", "stimulus_pearson", "stimulus_kendall", "within_item_spearman", "system_spearman")
 
@@ -70,6 +70,14 @@ def _defined(x: np.ndarray, y: np.ndarray) -> bool:
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
     return float(sps.spearmanr(x, y)[0]) if _defined(x, y) else float("nan")
+
+
+def within_item_spearman(listener: Any, signed: Any, items: Sequence[Any]) -> float:
+    """Spearman of ``signed`` (higher: better) with ``listener`` over the stimuli of each item, averaged over
+    the items where it is defined (at least two stimuli, neither side constant); NaN when none is."""
+    y, m = np.asarray(listener, dtype=np.float64), np.asarray(signed, dtype=np.float64)
+    _, item = np.unique(np.asarray(items, dtype=object).astype(str), return_inverse=True)
+    return float(_statistics(y, m, item, np.zeros(len(y), dtype=np.int64))[3])
 
 
 def _statistics(listener: np.ndarray, signed: np.ndarray, item: np.ndarray, condition: np.ndarray) -> np.ndarray:

@@ -31,6 +31,7 @@ from jndqa.datasets.ratings import (
     RATINGS_CSV,
     SCALES,
     WEBMUSHRA,
+    Rating,
     data_hash,
 )
 
@@ -563,6 +564,7 @@ def test_store_ingest_is_idempotent_and_returns_the_ratings(folder: Path, tmp_pa
         s = by_id[r.rating_id]
         assert {c: s[c] for c in r.row()} == r.row()  # every field back as written, the score as a float
         assert s["file_hash"] == rf.content_hash  # the first file that brought it
+        assert Rating.from_row(s) == r  # the stored row is the rating
     assert len(reopened.ratings(scale="mushra")) == sum(r.scale == "mushra" for r in rf.rows)
     wanted = [rf.rows[0].rating_id, "0" * 64]
     assert [s["rating_id"] for s in reopened.ratings(ids=wanted)] == [rf.rows[0].rating_id]

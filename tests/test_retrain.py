@@ -71,7 +71,9 @@ def promoted(tmp_path_factory, judgments, prefect_harness, release):
     from jndqa.flows.retrain import RetrainSettings, retrain_flow
 
     db = tmp_path_factory.mktemp("registry") / "jndqa.duckdb"
-    summary = retrain_flow([str(judgments["train"])], str(db), vars(RetrainSettings(golden=str(judgments["golden"]))))
+    summary = retrain_flow(
+        [str(judgments["train"])], str(db), vars(RetrainSettings(golden=str(judgments["golden"]), protocol="official"))
+    )
     return db, summary
 
 
@@ -93,7 +95,11 @@ def test_candidate_beats_the_official_model_and_is_promoted(promoted):
     new = models[s["candidate"]]
     assert new["status"] == "production" and new["parent"] == OFFICIAL_VERSION and new["data_hash"] == s["data_hash"]
     weights = store.model_weights(new)
-    assert weights.is_file() and _sha(weights) == new["weights_sha256"] and new["calibration"]["method"] == "platt"
+    assert (
+        weights.is_file()
+        and _sha(weights) == new["weights_sha256"]
+        and new["calibration"]["official"]["method"] == "platt"
+    )
     assert not list((db.parent / "models" / ".training").glob("*"))  # finished: no checkpoint left behind
     assert Path(s["report"]).is_file()
 
@@ -103,7 +109,8 @@ def test_nothing_new_means_nothing_trained(promoted, judgments):
 
     db, first = promoted
     before = _registry(Store(db, read_only=True))
-    again = retrain([judgments["train"]], db, RetrainSettings(golden=str(judgments["golden"])), log=lambda _: None)
+    again = retrain([judgments["train"]], db, RetrainSettings(golden=str(judgments["golden"]), protocol="official"),
+                    log=lambda _: None)  # fmt: skip
     assert again["status"] == "skipped" and first["training_id"] in again["reason"]
     assert again["files"][0]["new"] == 0 and again["files"][0]["known"] == again["files"][0]["rows"]
     assert _registry(Store(db, read_only=True)) == before
@@ -142,7 +149,8 @@ def test_poisoned_judgments_are_rejected_and_production_is_untouched(promoted, j
     before = _registry(store)
     weights = store.model_weights(store.production_model())
     weights_bytes = weights.read_bytes()
-    r = retrain([judgments["poisoned"]], copy / "jndqa.duckdb", RetrainSettings(golden=str(judgments["golden"])),
+    r = retrain([judgments["poisoned"]], copy / "jndqa.duckdb",
+                RetrainSettings(golden=str(judgments["golden"]), protocol="official"),
                 log=lambda _: None)  # fmt: skip
     assert r["status"] == "rejected", r["reason"]
     assert r["production"] == s["candidate"] == store.production_model()["version"]
@@ -207,7 +215,7 @@ def test_retrain_command_and_models(promoted, prefect_env, tmp_path, judgments):
     assert models[s["candidate"]] == "production" and models[OFFICIAL_VERSION] == "retired"
     r = subprocess.run([JNDQA, "retrain", str(tmp_path / "nope.csv"), "--db", str(db)], capture_output=True,
                        text=True, env=prefect_env, timeout=120)  # fmt: skip
-    assert r.returncode == 2 and "no such judgment file" in r.stderr
+    assert r.returncode == 2 and "no such judgment or rating file" in r.stderr
 
 
 def test_training_report_loads_in_chromium(promoted, browser):
@@ -232,7 +240,7 @@ def test_interrupted_training_leaves_registry_and_weights_and_resumes(judgments,
     first = simulate_judgments(items, tmp_path / "first", seed=3, **small).csv
     second = simulate_judgments(items, tmp_path / "second", seed=4, **small).csv
     db = tmp_path / "store" / "jndqa.duckdb"
-    base = [JNDQA, "retrain", "--db", str(db), "--golden", str(judgments["golden"]), "--json"]
+    base = [JNDQA, "retrain", "--db", str(db), "--golden", str(judgments["golden"]), "--json", "--protocol", "official"]
     r = subprocess.run([*base[:2], str(first), *base[2:]], env=prefect_env, capture_output=True, text=True,
                        timeout=600)  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
@@ -286,8 +294,9 @@ def test_deployments_resolve_and_the_scheduled_retrain_skips_known_judgments(pro
     db, s = promoted
     copy = tmp_path / "store"
     shutil.copytree(db.parent, copy)
-    state = scheduled_retrain(str(Path(judgments["train"]).parent), str(copy / "jndqa.duckdb"),
-                              {"golden": str(judgments["golden"])}, return_state=True)  # fmt: skip
+    settings = {"golden": str(judgments["golden"]), "protocol": "official"}
+    state = scheduled_retrain(str(Path(judgments["train"]).parent), str(copy / "jndqa.duckdb"), settings,
+                              return_state=True)  # fmt: skip
     assert state.is_completed() and "skipped" in state.message and "no new judgments" in state.message
     assert Store(copy / "jndqa.duckdb", read_only=True).production_model()["version"] == s["candidate"]
     empty = tmp_path / "empty"
