@@ -26,6 +26,12 @@ def main() -> int:
     ap.add_argument("--corpus", type=Path, default=Path(tempfile.gettempdir()) / "jndqa-bench-report" / "corpus")
     ap.add_argument("--modes", nargs="+", default=["head", "channels"])
     ap.add_argument("--epochs", type=int, default=200)
+    ap.add_argument(
+        "--protocol",
+        default="official",
+        choices=["official", "dense"],
+        help="official (default here: quick terms; benchmarks/bench_ratings.py measures dense)",
+    )
     args = ap.parse_args()
     if not args.corpus.exists():
         print(f"building the demo corpus in {args.corpus}", flush=True)
@@ -53,7 +59,8 @@ def main() -> int:
         mode = name.split()[0]
         db = work / name.replace(" ", "-").replace("(", "").replace(")", "") / "jndqa.duckdb"
         t0 = time.perf_counter()
-        s = retrain([csv], db, RetrainSettings(mode=mode, golden=str(golden.csv), epochs=args.epochs),
+        s = retrain([csv], db, RetrainSettings(mode=mode, golden=str(golden.csv), epochs=args.epochs,
+                                                 protocol=args.protocol),
                     log=lambda _: None)  # fmt: skip
         seconds = time.perf_counter() - t0
         print(

@@ -377,7 +377,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------- agree
 def cmd_agree(args: argparse.Namespace) -> int:
-    from jndqa.store import StoreError
+    from jndqa.store import Store, StoreError
 
     from .agree import AgreeError, agree
 
@@ -386,7 +386,18 @@ def cmd_agree(args: argparse.Namespace) -> int:
         _err(f"no such ratings file: {', '.join(missing)}")
         return EXIT_BAD_INPUT
     names = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    options = {"dpam": {"protocol": args.protocol}}
+    options: dict = {"dpam": {"protocol": args.protocol}}
+    if args.model != "scratch":  # a registered model (production, a version) or another official one
+        from .models import resolve_model
+
+        try:
+            if args.db is None and args.model == "production":
+                raise ValueError("the production model is the registry's")
+            store = Store(args.db) if args.db else None
+            options = {"dpam": {"model": resolve_model(args.model, store, protocol=args.protocol)}}
+        except (StoreError, ValueError) as exc:
+            _err(f"--model {args.model}: {exc}" + ("" if args.db else " (a registered model needs --db)"))
+            return EXIT_BAD_INPUT
     try:
         summary = agree(args.ratings, metrics=names, metric_options=options, db=args.db, out=args.out,
                         align=not args.no_align, scale=args.scale, config=args.config, n_boot=args.bootstrap,
@@ -686,6 +697,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "`pip install 'jndqa[peers]'`)")  # fmt: skip
     p.add_argument("--protocol", default="dense", choices=["dense", "official", "student"],
                    help="DPAM's protocol (default dense)")  # fmt: skip
+    p.add_argument("--model", default="scratch",
+                   help="DPAM's model: scratch (default), another official one, production or a registered version "
+                        "(with --db: the registry's)")  # fmt: skip
     p.add_argument("--out", help="write the HTML page to OUT/agree/index.html")
     p.add_argument("--scale", choices=["mushra", "mos", "jnd", "preference"],
                    help="the scale of rating files without a scale column")  # fmt: skip

@@ -315,20 +315,21 @@ def _settings_of(training: dict) -> dict | None:
 
 
 def _split(rows, golden_rows, graded, golden_graded, settings) -> _Data:
-    """Held-out test splits by reference (JND pairs and rated stimuli each; a kind on fewer than two
-    references is all training)."""
+    """The held-out test split, by reference recording, once for both kinds: a reference's JND pairs and
+    its rated stimuli are on the same side (with fewer than two references, everything trains)."""
     from jndqa.metric.train import split_by_group
 
-    def split(items: list[dict], key: str) -> tuple[list[dict], list[dict]]:
-        if len({r[key] for r in items}) < 2:
-            return items, []
-        rest, test = split_by_group([r[key] for r in items], settings.held_out, seed=settings.seed)
-        return [items[i] for i in rest], [items[i] for i in test]
+    keys = [r["ref_sha256"] for r in rows] + [g["ref_sha256"] for g in graded]
+    held: set[str] = set()
+    if len(set(keys)) >= 2:
+        _, test = split_by_group(keys, settings.held_out, seed=settings.seed)
+        held = {keys[i] for i in test}
 
-    j_train, j_test = split(rows, "ref_sha256")
-    g_train, g_test = split(graded, "group")
-    return _Data({"train": j_train, "test": j_test, "golden": golden_rows},
-                 {"train": g_train, "test": g_test, "golden": golden_graded}, {})  # fmt: skip
+    def side(items: list[dict], test: bool) -> list[dict]:
+        return [r for r in items if (r["ref_sha256"] in held) == test]
+
+    return _Data({"train": side(rows, False), "test": side(rows, True), "golden": golden_rows},
+                 {"train": side(graded, False), "test": side(graded, True), "golden": golden_graded}, {})  # fmt: skip
 
 
 def _terms(store, net, items: list[dict], settings, log):
@@ -442,7 +443,8 @@ def _train_and_decide(store, db, settings, summary, production, data: _Data, dha
                    test_pairs=len(jnd["test"]), test_stimuli=len(graded["test"]),
                    calibration=calibrator.to_dict() if calibrator else None,
                    calibrations={k: c.to_dict() for k, c in calibrations.items()},
-                   ranking=result.extra, resumed_from=result.resumed_from)  # fmt: skip
+                   ranking=result.extra, resumed_from=result.resumed_from,
+                   trained_under="official" if mode_all else key)  # fmt: skip
     log(f"candidate {version}: {verdict} ({reason})")
 
     if store.model(version) is None:

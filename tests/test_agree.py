@@ -106,3 +106,45 @@ def test_score_stimuli_aligns_and_records_what_it_cannot_score(tmp_path):
     assert res.values[0] == pytest.approx(0.0, abs=1e-7) and res.offsets[0] == 300
     assert res.values[1] is None and res.values[2] is None
     assert "envelope" in res.failures[0]["reason"] and res.failures[1]["test"].endswith("missing.wav")
+
+
+@pytest.mark.usefixtures("release")
+def test_agree_scores_with_a_registered_model(mushra, tmp_path):
+    """``--model production --db``: DPAM scores with the registry's production model. Here a model whose
+    channel weights are the release's doubled: every distance doubles exactly, so every rank correlation is
+    the release's, and the reported version is the registered weights'."""
+    import torch
+
+    from jndqa.datasets.corpus import file_sha256
+    from jndqa.flows.models import seed_registry
+    from jndqa.metric import DPAM, save_model
+    from jndqa.store import Store
+
+    _, sim = mushra
+    lines = sim.csv.read_text().splitlines()
+    one = sim.csv.with_name("one-item.csv")  # one recording's page: 9 stimuli, quick
+    first_item = lines[1].split(",")[4]
+    one.write_text("\n".join([lines[0], *(ln for ln in lines[1:] if ln.split(",")[4] == first_item)]) + "\n")
+    net = DPAM.official("scratch")
+    with torch.no_grad():
+        for w in net.channel_weights:
+            w.mul_(2.0)
+    db = tmp_path / "store" / "jndqa.duckdb"
+    weights = save_model(net, tmp_path / "store" / "models" / "double.safetensors", model_id="double")
+    store = Store(db)
+    seed_registry(store)
+    store.add_model({"version": "double", "model_id": "double", "kind": "scratch", "parent": None,
+                     "weights": "models/double.safetensors", "weights_sha256": file_sha256(weights)})  # fmt: skip
+    store.decide_model("double", "production", "test: the release's channel weights doubled")
+    out = {}
+    for model in ("scratch", "production"):
+        r = subprocess.run([JNDQA, "agree", str(one), "--db", str(db), "--model", model, "--bootstrap", "100",
+                            "--json"], capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert r.returncode in (0, 3), r.stderr
+        out[model] = json.loads(r.stdout)["metrics"][0]
+    assert out["production"]["version"] == file_sha256(weights)[:16] != out["scratch"]["version"]
+    for key in ("stimulus_spearman", "within_item_spearman", "stimulus_kendall"):
+        assert out["production"][key] == out["scratch"][key]
+    r = subprocess.run([JNDQA, "agree", str(one), "--model", "production"], capture_output=True, text=True,
+                       timeout=120)  # fmt: skip
+    assert r.returncode == 2 and "a registered model needs --db" in r.stderr

@@ -92,13 +92,19 @@ def test_metrics_are_keyed_apart_and_read_by_metric(store):
     assert f["metric"] == "pesq" and f["label"] == "mp3 128k"
 
 
+def old_database(path, version: int) -> duckdb.DuckDBPyConnection:
+    """A database as the released migrations 1..``version`` made it (open: the caller fills and closes it)."""
+    con = duckdb.connect(str(path))
+    for statement in (s for migration in MIGRATIONS[:version] for s in migration):
+        con.execute(statement)
+    con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [str(version)])
+    return con
+
+
 def test_migration_7_keeps_every_dpam_score_under_the_metric_dpam(tmp_path):
     # A version-6 database, as the released migrations 1-6 made it, with one run and one score.
     db = tmp_path / "v6.duckdb"
-    con = duckdb.connect(str(db))
-    for statement in (s for migration in MIGRATIONS[:6] for s in migration):
-        con.execute(statement)
-    con.execute("INSERT INTO meta VALUES ('schema_version', '6')")
+    con = old_database(db, 6)
     con.execute("INSERT INTO runs (run_id, model_id, model_version, protocol) VALUES ('r1', 'm', 'v', 'dense')")
     con.execute("""INSERT INTO scores (item_sha256, spec_id, encoder_version, model_id, model_version, protocol,
                    distance, p_jnd, offset_samples) VALUES ('a', 's', 'e', 'm', 'v', 'dense', 0.125, 0.3, 7)""")
@@ -224,10 +230,7 @@ def test_cache_round_trip_is_exact_and_put_is_idempotent(store):
 def test_migration_moves_teacher_scores_into_the_cache(tmp_path):
     # A version-4 database, as the released migrations 1-4 made it, with teacher scores and a model.
     db = tmp_path / "v4.duckdb"
-    con = duckdb.connect(str(db))
-    for statement in (s for migration in MIGRATIONS[:4] for s in migration):
-        con.execute(statement)
-    con.execute("INSERT INTO meta VALUES ('schema_version', '4')")
+    con = old_database(db, 4)
     spec = {"item": "ab12", "start": 100, "length": 88200, "family": "libopus", "level": 16.0, "seed": 3}
     terms = [0.1 * k + 1 / 3 for k in range(14)]
     con.execute("INSERT INTO teacher_scores VALUES ('k1', ?, 'dense:t', 0.30000000000000004, ?, now())",
