@@ -387,7 +387,8 @@ def _train_and_decide(store, db, settings, summary, production, data: _Data, dha
     ranking = None
     if graded["train"]:
         ranking = RankingData(terms[("graded", "train")], np.array([g["mean"] for g in graded["train"]]),
-                              tuple(g["group"] for g in graded["train"]))  # fmt: skip
+                              tuple(g["group"] for g in graded["train"]),
+                              split_keys=tuple(g["ref_sha256"] for g in graded["train"]))  # fmt: skip
 
     # Train (mode all: through the official protocol on the judged pairs' audio).
     history: list[dict] = []

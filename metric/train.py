@@ -293,12 +293,15 @@ class RankingData:
     ``official``, :func:`jndqa.metric.dense.dense_channel_terms` for ``dense``); ``scores``: ``[M]`` the
     listeners' mean score of each stimulus, higher is better (MUSHRA, MOS; a preference's share of
     "preferred"); ``groups``: ``[M]`` the reference's key: only stimuli of one reference are compared.
-    ``min_gap``: scores closer than this make no comparison."""
+    ``min_gap``: scores closer than this make no comparison. ``split_keys``: per stimulus, the key the
+    validation split keeps together (default: ``groups``); give the reference's key that the JND pairs of
+    the same run use, so that one reference's pairs and comparisons fall on the same side."""
 
     terms: Tensor
     scores: np.ndarray
     groups: tuple[str, ...]
     min_gap: float = 0.0
+    split_keys: tuple[str, ...] | None = None
 
     def comparisons(self) -> np.ndarray:
         """``[K, 2]`` stimulus indices (better-rated, worse-rated): :func:`ranking_pairs`."""
@@ -674,7 +677,10 @@ def train(
         raise TrainingError(f"{n} pairs but {len(keys)} group keys; pass one group key per pair")
     if mode == "all" and checked is None:
         raise TrainingError("mode 'all' trains the feature network, so it needs the pairs' signals, not terms")
-    unit_keys = keys + ([str(ranking.groups[a]) for a in comp[:, 0]] if ranking is not None else [])
+    if ranking is not None and ranking.split_keys is not None and len(ranking.split_keys) != len(ranking.scores):
+        raise TrainingError(f"ratings: {len(ranking.scores)} stimuli but {len(ranking.split_keys)} split keys")
+    rank_keys = (ranking.split_keys or ranking.groups) if ranking is not None else ()
+    unit_keys = keys + [str(rank_keys[a]) for a in comp[:, 0]]
     train_idx, val_idx = split_by_group(unit_keys, config.val_fraction, seed=config.seed)
 
     net = copy.deepcopy(parent)
