@@ -48,7 +48,9 @@ def _split_by_item(ratings: Path, items: set[str]) -> tuple[Path, Path]:
 
 def _excerpts(sources: list[str], folder: Path, per_item: int, seconds: float) -> list[Path]:
     """``per_item`` consecutive excerpts of ``seconds`` from each source (mono as read), each a WAV of its own,
-    in source order; a source too short for all of them gives what it has."""
+    in source order; a source too short for all of them gives what it has. 24-bit PCM: a float WAV carries a
+    PEAK chunk with the time of writing, so its sha256 (the audio's identity, which splits the references)
+    would change from run to run."""
     import soundfile as sf
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -61,7 +63,7 @@ def _excerpts(sources: list[str], folder: Path, per_item: int, seconds: float) -
             if len(part) < n:
                 break
             path = folder / f"{Path(src).stem}-{k}.wav"
-            sf.write(path, part, rate, subtype="FLOAT")
+            sf.write(path, part, rate, subtype="PCM_24")
             out.append(path)
     return out
 

@@ -51,7 +51,8 @@ class TermsPair:
 @dataclass
 class TermsResult:
     """``terms``: ``[N, 992]`` float64 (a failed pair's row is NaN); ``failures``: ``{index, ref, test,
-    reason}``; ``computed`` / ``cached``: how many rows were computed now / read from the store;
+    reason}``; ``computed``: how many distinct pairs (by cache key) were computed now; ``cached``: how many
+    rows were read from the store (pairs repeated within the call and computed once count in neither);
     ``seconds``: wall time."""
 
     terms: np.ndarray
@@ -128,12 +129,15 @@ def cached_terms(
     known = store.cache_get(NAMESPACE, keys) if keys else {}
     out = np.full((len(pairs), N_TERMS), np.nan)
     failures: list[dict] = []
-    todo = []
+    todo: list[int] = []  # the first pair of each key not in the store
+    same: dict[str, list[int]] = {}  # key -> every pair with it
     for i, k in enumerate(keys):
         if k in known:
             out[i] = _decode(known[k])
         else:
-            todo.append(i)
+            if k not in same:
+                todo.append(i)
+            same.setdefault(k, []).append(i)
     computed = 0
     for start in range(0, len(todo), 64):
         batch = todo[start : start + 64]
@@ -143,7 +147,8 @@ def cached_terms(
             try:
                 ref, test = _load(p, samples_only=protocol == "dense")
             except (ValueError, OSError) as exc:  # AudioLoadError is a ValueError; so is a failed alignment
-                failures.append({"index": i, "ref": p.ref, "test": p.test, "reason": str(exc)})
+                failures += [{"index": j, "ref": pairs[j].ref, "test": pairs[j].test, "reason": str(exc)}
+                             for j in same[keys[i]]]  # fmt: skip
                 continue
             with torch.inference_mode():
                 if protocol == "dense":
@@ -154,11 +159,12 @@ def cached_terms(
                     from jndqa.metric import pair_terms
 
                     row = pair_terms(net, [(ref, test)], scale="int16")[0]
-            out[i] = row.double().numpy()
+            out[same[keys[i]]] = row.double().numpy()
             new[keys[i]] = _encode(out[i])
             computed += 1
         store.cache_put(NAMESPACE, new)
         if log:
-            log(f"terms under {protocol_key}: {computed + len(failures)}/{len(todo)} computed "
-                f"({len(pairs) - len(todo)} from the store)")  # fmt: skip
-    return TermsResult(out, failures, computed, len(pairs) - len(todo), time.perf_counter() - started)
+            log(f"terms under {protocol_key}: {start + len(batch)}/{len(todo)} computed "
+                f"({len(pairs) - sum(map(len, same.values()))} from the store)")  # fmt: skip
+    cached = len(pairs) - sum(len(same[keys[i]]) for i in todo)
+    return TermsResult(out, failures, computed, cached, time.perf_counter() - started)
