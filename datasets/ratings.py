@@ -7,7 +7,10 @@ Formats, detected by content (:func:`read_ratings`):
   ``condition``, ``scale`` and ``trial``; one row per listener and stimulus. Other columns are kept,
   as strings, in :attr:`Rating.extra` and are not part of the rating's identity. ``scale`` is one of
   :data:`SCALES`: ``mushra`` (0–100), ``mos`` (1–5, ACR), ``jnd`` (0 same, 1 different) or
-  ``preference`` (1: ``test`` preferred to ``ref``, 0: not). A row with an empty or absent
+  ``preference`` (1: ``test`` preferred to ``ref``, 0: not; an ``original`` column naming the
+  recording both were made from turns the row into a comparison of distances to it, which
+  retraining learns from: the ``original`` path is resolved and checked like ``ref`` and ``test``,
+  and kept resolved in :attr:`Rating.extra` with its ``original_sha256``). A row with an empty or absent
   ``scale`` takes :func:`read_ratings`'s ``scale=``; a file with no ``scale`` column and no
   ``scale=`` raises :class:`RatingFileError`. ``trial`` tells repeated ratings of one stimulus by
   one listener apart (a page or session tag).
@@ -75,6 +78,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import judgments as _judgments
 from .judgments import (
@@ -217,7 +221,9 @@ class RatingFile:
     """The result of :func:`read_ratings`. ``format``: one of :data:`RATINGS_CSV`,
     :data:`JND_LIST`, :data:`JUDGMENT_CSV`, :data:`WEBMUSHRA`; ``content_hash``: sha256 of the
     file's bytes (for webMUSHRA, of the results' and the config's sha256 together); ``config``:
-    the webMUSHRA config read with it (None otherwise)."""
+    the webMUSHRA config read with it (None otherwise); ``judgments``: for a JND list or judgment CSV,
+    the same file as :func:`jndqa.datasets.judgments.read_judgments` read it (None otherwise), so that
+    a caller storing judgments need not read and hash the audio again."""
 
     path: Path
     format: str
@@ -225,6 +231,7 @@ class RatingFile:
     rows: list[Rating]
     quarantine: list[QuarantinedRow]
     config: Path | None = None
+    judgments: Any = None
 
     @property
     def data_hash(self) -> str:
@@ -353,6 +360,20 @@ def _validate(
             bad(c, "unreadable-audio", "; ".join(f"{n}: {e}" for n, e in (("ref", ref_err), ("test", test_err)) if e))
             continue
         assert ref_sha is not None and test_sha is not None
+        extra = c.extra
+        if scale == "preference" and extra.get("original"):
+            original, kind, why = resolve_audio_path(folder, extra["original"], owner)
+            if original is None:
+                bad(c, kind or "path-escape", f"original: {why}")
+                continue
+            if not original.exists():
+                bad(c, "missing-audio", f"original audio {original} does not exist")
+                continue
+            orig_sha, orig_err = audio.check(original)
+            if orig_err:
+                bad(c, "unreadable-audio", f"original: {orig_err}")
+                continue
+            extra = {**extra, "original": str(original), "original_sha256": str(orig_sha)}
         if scale == "jnd" and ref == test and score == 1.0:
             bad(c, "self-pair", f"ref and test are the same file {ref} but the score says 'different'")
             continue
@@ -373,7 +394,7 @@ def _validate(
         seen[rid] = c.line
         hidden = scale == "mushra" and ref == test
         rows.append(Rating(rid, ref, test, ref_sha, test_sha, score, scale, c.listener, c.item, c.condition,
-                           c.trial, hidden, src, c.line, c.extra))  # fmt: skip
+                           c.trial, hidden, src, c.line, extra))  # fmt: skip
     kept = _post_screen(rows, {c.line: c.raw for c in candidates}, src, quarantine)
     quarantine.sort(key=lambda q: q.line)
     return kept
@@ -444,7 +465,9 @@ def _read_ratings_csv(
     return rows, quarantine
 
 
-def _from_judgments(src: Path, scale: str | None) -> tuple[str, list[Rating], list[QuarantinedRow]]:
+def _from_judgments(src: Path, scale: str | None):
+    """(format, ratings, quarantine, the :class:`jndqa.datasets.judgments.JudgmentFile` read) of a JND list or
+    judgment CSV."""
     if scale not in (None, "jnd"):
         raise RatingFileError(src, f"a JND list or judgment CSV holds jnd labels (0 same, 1 different), not {scale} "
                                    "scores; drop scale= or give a ratings CSV with a score column")  # fmt: skip
@@ -460,7 +483,7 @@ def _from_judgments(src: Path, scale: str | None) -> tuple[str, list[Rating], li
     ]  # fmt: skip
     quarantine = [QuarantinedRow(q.source, q.line, q.raw, _FROM_JUDGMENT_KIND.get(q.kind, q.kind), q.reason)
                   for q in jf.quarantine]  # fmt: skip
-    return (JND_LIST if jf.format == _judgments.JND_LIST else JUDGMENT_CSV), rows, quarantine
+    return (JND_LIST if jf.format == _judgments.JND_LIST else JUDGMENT_CSV), rows, quarantine, jf
 
 
 @dataclass(frozen=True)
@@ -631,8 +654,8 @@ def read_ratings(
         rows, quarantine = _read_ratings_csv(src, numbered[1:], header, scale)
         return RatingFile(src, RATINGS_CSV, content_hash, rows, quarantine)
     if _judgments.csv_header(first) is not None or "\t" in first:
-        fmt, rows, quarantine = _from_judgments(src, scale)
-        return RatingFile(src, fmt, content_hash, rows, quarantine)
+        fmt, rows, quarantine, jf = _from_judgments(src, scale)
+        return RatingFile(src, fmt, content_hash, rows, quarantine, judgments=jf)
     if first.lstrip().startswith(("testname:", "testId:", "pages:", "---")):
         raise RatingFileError(src, "looks like a webMUSHRA YAML config; give the results (results/<testId>/"
                                    "mushra.csv) as the rating file and this file as config=")  # fmt: skip

@@ -8,7 +8,9 @@ Plain functions do the work (tests call them); :func:`retrain_flow` wires them i
   ratings CSVs and webMUSHRA results to its ``ratings`` (:mod:`jndqa.datasets.ratings`); bad rows to
   quarantine with their reason. Idempotent: rows are keyed by their content.
 - **Data**: JND pairs (judgments, ``jnd``-scale ratings) and rated stimuli (MUSHRA/MOS means per
-  stimulus, compared within one reference and scale); preference ratings are counted, not used.
+  stimulus, compared within one reference and scale) and preferred pairs (preference ratings that name
+  their ``original``: two versions of it, ranked by the share of listeners preferring each); preference
+  ratings without an original are counted, not used.
 - **Nothing new, nothing done**: the data hash covers the ids used and the protocol; when it equals that
   of the last finished training with the same settings, the run stops there ("skipped").
 - **Splits**, all by reference recording: a *golden* set (a judgment or ratings file given with
@@ -22,8 +24,9 @@ Plain functions do the work (tests call them); :func:`retrain_flow` wires them i
 - **Calibrate** p_jnd per protocol (Platt on log distance) on the validation split's JND pairs: under
   ``protocol`` and ``official``; none without JND pairs.
 - **Evaluate** candidate and production on the same held-out and golden data under ``protocol``: JND
-  accuracy, ROC AUC, log loss, ECE; within-item Spearman on rated stimuli; bootstrap intervals by
-  reference.
+  accuracy, ROC AUC, log loss, ECE; within-item Spearman on rated stimuli (per reference) and on
+  preferred pairs apart (per pair: 2 × the share ordered as listeners preferred − 1); bootstrap intervals
+  by reference (by pair for preferences).
 - **Gate** (:func:`gate`): promote only when every kind of data present says the candidate is better on
   held-out data by its margin and not worse on the golden set; otherwise production stays, the reason
   recorded.
@@ -100,7 +103,7 @@ def ingest(store, paths: list[str | Path], webmushra_config: str | None = None) 
     """Read, validate and store judgment and rating files. JND lists and judgment CSVs go to the
     store's judgments (as always); ratings CSVs and webMUSHRA results (with ``webmushra_config``) to its
     ratings. Returns (per-file counts, failures of files that could not be read at all)."""
-    from jndqa.datasets.judgments import JudgmentFileError, read_judgments
+    from jndqa.datasets.judgments import JudgmentFileError
     from jndqa.datasets.ratings import JND_LIST, JUDGMENT_CSV, RatingFileError, read_ratings
 
     files, failures = [], []
@@ -113,7 +116,7 @@ def ingest(store, paths: list[str | Path], webmushra_config: str | None = None) 
                     raise
                 rf = read_ratings(path, config=webmushra_config)
             if rf.format in (JND_LIST, JUDGMENT_CSV):
-                jf = read_judgments(path)
+                jf = rf.judgments
                 counts = store.ingest_judgments(
                     {"content_hash": jf.content_hash, "path": str(jf.path), "format": jf.format},
                     [r.row() for r in jf.rows],
@@ -155,7 +158,6 @@ class _Data:
 
     jnd: dict[str, list[dict]]
     graded: dict[str, list[dict]]
-    ignored: dict[str, int]
 
     def count(self, kind: str, split: str) -> int:
         return len(getattr(self, kind)[split])
@@ -168,7 +170,41 @@ def _graded_rows(rows: list[dict]) -> list[dict]:
 
     out = []
     for m in stimulus_means(Rating.from_row(r) for r in rows if r["scale"] in ("mushra", "mos")):
-        out.append({**m.row(), "group": f"{m.scale}:{m.ref_sha256}"})
+        out.append({**m.row(), "group": f"{m.scale}:{m.ref_sha256}", "lineup": "align"})
+    return out
+
+
+def _extra(row: dict) -> dict:
+    import json
+
+    extra = row.get("extra")
+    return json.loads(extra) if isinstance(extra, str) and extra else dict(extra or {})
+
+
+def _preference_rows(rows: list[dict]) -> list[dict]:
+    """Stimuli of the stored preference ratings that name their ``original``: each pair of versions (``ref``,
+    ``test``) of one original is a group of two stimuli lined up with the original (``align``), scored by
+    the share of its listeners who preferred each (so ``test`` preferred by 3 of 4: 0.75 against 0.25; an
+    even split ranks neither). ``ref_sha256`` is the original's: the held-out split keeps an original's
+    comparisons on one side."""
+    votes: dict[tuple, list] = {}
+    for r in rows:
+        extra = _extra(r)
+        if r["scale"] != "preference" or not extra.get("original_sha256"):
+            continue
+        a, b = (r["ref"], r["ref_sha256"]), (r["test"], r["test_sha256"])
+        first, second = sorted([a, b], key=lambda v: v[1])
+        key = (extra["original_sha256"], first[1], second[1])
+        entry = votes.setdefault(key, [extra["original"], first, second, 0.0, 0])
+        preferred = b if r["score"] == 1.0 else a
+        entry[3] += preferred[1] == second[1]
+        entry[4] += 1
+    out = []
+    for (orig_sha, sha_1, sha_2), (orig, first, second, wins_2, n) in votes.items():
+        group = f"preference:{orig_sha}:{sha_1}:{sha_2}"
+        for (path, sha), share in ((first, 1 - wins_2 / n), (second, wins_2 / n)):
+            out.append({"ref": orig, "test": path, "ref_sha256": orig_sha, "test_sha256": sha, "mean": share,
+                        "n": n, "scale": "preference", "group": group, "lineup": "align"})  # fmt: skip
     return out
 
 
@@ -183,14 +219,13 @@ def _jnd_from_ratings(rows: list[dict]) -> list[dict]:
 
 def _golden_file(path: str) -> tuple[list[dict], list[dict]]:
     """The golden set given as a file: (JND rows, graded stimulus rows)."""
-    from jndqa.datasets.judgments import read_judgments
     from jndqa.datasets.ratings import JND_LIST, JUDGMENT_CSV, read_ratings
 
     rf = read_ratings(path)
     if rf.format in (JND_LIST, JUDGMENT_CSV):
-        return [r.row() for r in read_judgments(path).rows], []
+        return [r.row() for r in rf.judgments.rows], []
     rows = [r.row() for r in rf.rows]
-    return _jnd_from_ratings(rows), _graded_rows(rows)
+    return _jnd_from_ratings(rows), _graded_rows(rows) + _preference_rows(rows)
 
 
 def _protocol_key(settings: RetrainSettings) -> str:
@@ -244,8 +279,9 @@ def retrain(
         missing = len(stored) - len(rows)
         ratings = [r for r in store.ratings() if Path(r["ref"]).is_file() and Path(r["test"]).is_file()]
         rows += _jnd_from_ratings(ratings)
-        graded = _graded_rows(ratings)
-        ignored = {"preference": sum(1 for r in ratings if r["scale"] == "preference")}
+        graded = _graded_rows(ratings) + _preference_rows(ratings)
+        ignored = {"preference": sum(1 for r in ratings if r["scale"] == "preference"
+                                     and not _extra(r).get("original_sha256"))}  # fmt: skip
         if settings.golden:
             golden_rows, golden_graded = _golden_file(settings.golden)
             golden_ids = {r["judgment_id"] for r in golden_rows}
@@ -260,17 +296,26 @@ def retrain(
         ids = [r["judgment_id"] for r in rows]
         if graded:  # the stimuli's means: what they are made of
             used = {(g["ref_sha256"], g["test_sha256"]) for g in graded}
-            ids += [r["rating_id"] for r in ratings if (r["ref_sha256"], r["test_sha256"]) in used
-                    and r["scale"] in ("mushra", "mos")]  # fmt: skip
+            originals = {g["ref_sha256"] for g in graded if g["scale"] == "preference"}
+            ids += [r["rating_id"] for r in ratings if ((r["ref_sha256"], r["test_sha256"]) in used
+                    and r["scale"] in ("mushra", "mos")) or (r["scale"] == "preference"
+                    and _extra(r).get("original_sha256") in originals)]  # fmt: skip
         if protocol_key != "official":
             ids.append(f"protocol:{protocol_key}")
         dhash = data_hash(ids)
-        summary.update(judgments=len(rows), golden_pairs=len(golden_rows), rated_stimuli=len(graded),
-                       golden_stimuli=len(golden_graded), missing_audio=missing, ignored=ignored,
+
+        def preferred(stimuli: list[dict]) -> int:
+            return len({g["group"] for g in stimuli if g["scale"] == "preference"})
+
+        summary.update(judgments=len(rows), golden_pairs=len(golden_rows),
+                       rated_stimuli=sum(g["scale"] != "preference" for g in graded),
+                       golden_stimuli=sum(g["scale"] != "preference" for g in golden_graded),
+                       preference_pairs=preferred(graded), golden_preference_pairs=preferred(golden_graded),
+                       missing_audio=missing, ignored=ignored,
                        data_hash=dhash)  # fmt: skip
         if ignored["preference"]:
-            log(f"{ignored['preference']} preference ratings not used: a preference between a test and its "
-                "reference names no common reference to rank distances against")  # fmt: skip
+            log(f"{ignored['preference']} preference ratings not used: they name no original (an 'original' "
+                "column: the recording both versions were made from) to rank their distances against")  # fmt: skip
         last = next((t for t in store.trainings() if t["status"] in ("promoted", "rejected")
                      and _settings_of(t) in (None, asdict(settings))), None)  # fmt: skip
         if last is not None and last["data_hash"] == dhash:
@@ -329,7 +374,7 @@ def _split(rows, golden_rows, graded, golden_graded, settings) -> _Data:
         return [r for r in items if (r["ref_sha256"] in held) == test]
 
     return _Data({"train": side(rows, False), "test": side(rows, True), "golden": golden_rows},
-                 {"train": side(graded, False), "test": side(graded, True), "golden": golden_graded}, {})  # fmt: skip
+                 {"train": side(graded, False), "test": side(graded, True), "golden": golden_graded})  # fmt: skip
 
 
 def _terms(store, net, items: list[dict], settings, log):
@@ -341,7 +386,7 @@ def _terms(store, net, items: list[dict], settings, log):
     from .terms import TermsPair, cached_terms
 
     pairs = [TermsPair(str(r["ref"]), str(r["test"]), r["ref_sha256"], r["test_sha256"],
-                       r.get("lineup") or ("align" if "group" in r else "pad")) for r in items]  # fmt: skip
+                       r.get("lineup", "pad")) for r in items]  # fmt: skip
     res = cached_terms(store, net, pairs, protocol=settings.protocol, protocol_key=_protocol_key(settings),
                        window=round(settings.window_seconds * 22050), hop=round(settings.hop_seconds * 22050),
                        log=log)  # fmt: skip
@@ -435,7 +480,11 @@ def _train_and_decide(store, db, settings, summary, production, data: _Data, dha
             with torch.no_grad():
                 d_c = distances_from_terms(candidate, terms[("graded", split)]).double().numpy()
                 d_p = distances_from_terms(parent, terms[("graded", split)]).double().numpy()
-            metrics[f"ratings_{split}"] = rating_evaluation(d_c, d_p, graded[split], settings)
+            for kind in ("ratings", "preference"):  # MUSHRA/MOS references; preferred pairs, apart
+                idx = [i for i, g in enumerate(graded[split]) if (g["scale"] == "preference") == (kind == "preference")]
+                if idx:
+                    metrics[f"{kind}_{split}"] = rating_evaluation(d_c[idx], d_p[idx], [graded[split][i] for i in idx],
+                                                                   settings)  # fmt: skip
     verdict, reason = gate(metrics, settings.margin, settings.rating_margin)
     version = f"dpam-{parent.model}-ft-{parameter_digest(candidate)[:12]}"
     summary.update(candidate=version, decision=verdict, reason=reason, metrics=metrics,
@@ -522,8 +571,9 @@ def gate(metrics: dict, margin: float, rating_margin: float = 0.05) -> tuple[str
 
     JND pairs (``test``, ``golden``): on held-out pairs, accuracy above production's by ``margin`` and
     lower log loss; on the golden set, accuracy not lower and log loss not higher. Ratings
-    (``ratings_test``, ``ratings_golden``): on held-out references, within-item Spearman above
-    production's by ``rating_margin``; on golden references, not lower. Every kind of data present must
+    (``ratings_test``, ``ratings_golden``) and preferred pairs (``preference_test``,
+    ``preference_golden``): held out, within-item Spearman above production's by ``rating_margin``;
+    golden, not lower. Every kind of data present must
     pass; the reason gives the numbers (with the bootstrap interval of the rating difference)."""
     facts, problems = [], []
     if "test" in metrics or "golden" in metrics:
@@ -548,20 +598,22 @@ def gate(metrics: dict, margin: float, rating_margin: float = 0.05) -> tuple[str
                 problems.append("worse than production on the golden set")
             elif v(g, "candidate", "log_loss") > v(g, "production", "log_loss"):
                 problems.append("worse log loss than production on the golden set")
-    for split, name in (("ratings_test", "held-out"), ("ratings_golden", "golden")):
+    for split, name, unit in (("ratings_test", "held-out", "references"), ("ratings_golden", "golden", "references"),
+                              ("preference_test", "held-out preference", "pairs"),
+                              ("preference_golden", "golden preference", "pairs")):  # fmt: skip
         r = metrics.get(split)
         if not r:
             continue
         c, p = r["candidate"]["within_item_spearman"]["value"], r["production"]["within_item_spearman"]["value"]
         lo, hi = r["difference"]["ci"]
         facts.append(f"{name} within-item Spearman {_f(c)} vs {_f(p)} (difference 95% CI [{_f(lo)}, {_f(hi)}], "
-                     f"{r['references']} references)")  # fmt: skip
+                     f"{r['references']} {unit})")  # fmt: skip
         if c is None or p is None:
-            problems.append(f"{name} within-item Spearman is undefined (too few distinct ratings per reference)")
-        elif split == "ratings_test" and c < p + rating_margin:
-            problems.append(f"held-out within-item Spearman does not beat production by the margin {rating_margin}")
-        elif split == "ratings_golden" and c < p:
-            problems.append("ranks the golden references' stimuli worse than production")
+            problems.append(f"{name} within-item Spearman is undefined (too few distinct ratings per {unit[:-1]})")
+        elif split.endswith("_test") and c < p + rating_margin:
+            problems.append(f"{name} within-item Spearman does not beat production by the margin {rating_margin}")
+        elif split.endswith("_golden") and c < p:
+            problems.append(f"ranks the {name} stimuli worse than production")
     if not facts:
         return "reject", "nothing to evaluate on: no held-out or golden data"
     text = "; ".join(facts)

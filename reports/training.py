@@ -80,7 +80,12 @@ def render_training_report(summary: dict, out: str | Path) -> Path:
                          "prod_ci": f"[{_fmt(p['ci'][0])}, {_fmt(p['ci'][1])}]",
                          "better": "candidate" if better else "production" if better is False else "tie"})  # fmt: skip
         splits.append({"title": title, "n": m["n"], "unit": "pairs", "rows": rows})
-    for key, title in (("ratings_test", "Held-out rated stimuli"), ("ratings_golden", "Golden rated stimuli")):
+    for key, title in (
+        ("ratings_test", "Held-out rated stimuli"),
+        ("ratings_golden", "Golden rated stimuli"),
+        ("preference_test", "Held-out preferred pairs"),
+        ("preference_golden", "Golden preferred pairs"),
+    ):
         m = (summary.get("metrics") or {}).get(key)
         if not m:
             continue
@@ -95,7 +100,8 @@ def render_training_report(summary: dict, out: str | Path) -> Path:
                  "better": "candidate" if better else "production" if better is False else "tie"},
                 {"name": "candidate − production", "cand": _fmt(d["value"]), "prod": "",
                  "cand_ci": f"[{_fmt(d['ci'][0])}, {_fmt(d['ci'][1])}]", "prod_ci": "", "better": ""}]  # fmt: skip
-        splits.append({"title": f"{title}, {m['references']} references", "n": m["n"], "unit": "stimuli",
+        unit = "pairs" if key.startswith("preference") else "references"
+        splits.append({"title": f"{title}, {m['references']} {unit}", "n": m["n"], "unit": "stimuli",
                        "rows": rows})  # fmt: skip
     history = summary.get("history") or []
     loss = fig(_loss_figure(history, summary.get("best_epoch"))) if history else None

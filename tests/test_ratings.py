@@ -4,6 +4,7 @@ post-screening, content ids, stimulus means, and the simulated listener's MUSHRA
 
 from __future__ import annotations
 
+import hashlib
 import math
 import shutil
 from pathlib import Path
@@ -593,3 +594,24 @@ def test_store_keeps_webmushra_files_with_their_config(webmushra: Path, tmp_path
     assert len(hidden) == sum(r.hidden_reference for r in rf.rows) > 0
     assert {q["kind"] for q in store.rating_quarantine()} == {"missing-audio", "post-screening", "not-in-config",
                                                                "path-escape"}  # fmt: skip
+
+
+def test_a_preference_names_its_original_resolved_and_checked_like_ref_and_test(folder: Path) -> None:
+    path = folder / "pref.csv"
+    path.write_text(
+        "ref,test,score,listener,scale,original\n"
+        "b.wav,c.wav,1,L1,preference,a.wav\n"  # kept: the original resolved, with its sha256
+        "b.wav,c.wav,0,L2,preference,\n"  # kept: no original (not a comparison of distances)
+        "b.wav,c.wav,1,L3,preference,gone.wav\n"  # missing-audio
+        "b.wav,c.wav,1,L4,preference,../outside/x.wav\n"  # path-escape
+        "b.wav,c.wav,1,L5,preference,notaudio.wav\n"  # unreadable-audio
+    )
+    rf = read_ratings(path)
+    assert [r.listener for r in rf.rows] == ["L1", "L2"]
+    with_original = rf.rows[0].extra
+    assert with_original["original"] == str((folder / "a.wav").resolve())
+    assert with_original["original_sha256"] == hashlib.sha256((folder / "a.wav").read_bytes()).hexdigest()
+    assert rf.rows[1].extra.get("original", "") == ""
+    kinds = {q.line: q.kind for q in rf.quarantine}
+    assert kinds == {4: "missing-audio", 5: "path-escape", 6: "unreadable-audio"}
+    assert all("original" in q.reason for q in rf.quarantine)
