@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 # Debian packages the project needs (installed when run as root with apt).
-APT_PACKAGES := libsndfile1 ffmpeg chromium espeak-ng fluidsynth timgm6mb-soundfont planetblupi-music-midi festival festvox-us-slt-hts festvox-kallpc16k alsa-utils fb-music-high
+APT_PACKAGES := libsndfile1 ffmpeg chromium espeak-ng fluidsynth timgm6mb-soundfont planetblupi-music-midi festival festvox-us-slt-hts festvox-kallpc16k alsa-utils fb-music-high swh-plugins swh-lv2
 
 .PHONY: demo test lint bench setup sysdeps venv clean
 
@@ -47,7 +47,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH_PIN)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test,peers]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test,peers,plugins]'
 	touch $@
 
 clean:

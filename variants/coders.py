@@ -61,6 +61,7 @@ def _filter_pass(
     sample_rate: int | None = None,
     channels: int | None = None,
     what: str = "ffmpeg filter graph",
+    env: dict[str, str] | None = None,
 ) -> tuple[np.ndarray, int, float]:
     argv = [info.path, *BASE_ARGS, *raw_input(rate, samples.shape[1])]
     if graph:
@@ -69,7 +70,7 @@ def _filter_pass(
         argv += ["-ar", str(sample_rate)]
     if channels:
         argv += ["-ac", str(channels)]
-    out = run_tool([*argv, *wav_output()], what=what, stdin=_raw(samples), timeout=timeout)
+    out = run_tool([*argv, *wav_output()], what=what, stdin=_raw(samples), timeout=timeout, env=env)
     data, out_rate = parse_wav(out.stdout, what)
     return data, out_rate, out.seconds
 

@@ -10,12 +10,12 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .errors import EncoderFailed, EncoderTimeout, EncoderUnavailable
 
-__all__ = ["Completed", "run_tool", "stderr_tail"]
+__all__ = ["Completed", "run_tool", "signal_name", "stderr_tail"]
 
 STDERR_TAIL = 2000  # characters of stderr kept in error messages
 
@@ -33,6 +33,14 @@ def stderr_tail(stderr: bytes | str, limit: int = STDERR_TAIL) -> str:
     return text if len(text) <= limit else "…" + text[-limit:]
 
 
+def signal_name(number: int) -> str:
+    """``11`` -> ``"signal 11 (SIGSEGV)"``."""
+    try:
+        return f"signal {number} ({signal.Signals(number).name})"
+    except ValueError:
+        return f"signal {number}"
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -47,10 +55,12 @@ def run_tool(
     stdin: bytes | None = None,
     timeout: float,
     cwd: str | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Completed:
     """Run ``argv`` and return its stdout; raise a typed error when it cannot start, fails or hangs.
 
-    ``what`` names the step in messages (e.g. ``"encoder libopus"``).
+    ``what`` names the step in messages (e.g. ``"encoder libopus"``). ``env``: variables set for
+    the process on top of this process's environment.
     """
     start = time.perf_counter()
     try:
@@ -60,6 +70,7 @@ def run_tool(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=cwd,
+            env=None if env is None else {**os.environ, **env},
             shell=False,
             start_new_session=True,
         )
@@ -90,6 +101,10 @@ def run_tool(
         raise
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
-        how = f"was killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exited with {proc.returncode}"
+        how = (
+            f"was killed by {signal_name(-proc.returncode)}"
+            if proc.returncode < 0
+            else f"exited with {proc.returncode}"
+        )
         raise EncoderFailed(f"{what} {how}", stderr=stderr_tail(err) or None)
     return Completed(out, stderr_tail(err), seconds)

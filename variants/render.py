@@ -2,6 +2,9 @@
 
 Steps, each timed (``RenderedVariant.timings``, seconds):
 
+0. ``plugins`` (only for a spec with a ``plugins`` chain): the reference through the chain, stage
+   by stage in order (ffmpeg's ``lv2``/``ladspa`` filters; pedalboard in a child process, see
+   :mod:`.plugins`); what comes out is what the next steps encode.
 1. ``encode``: ffmpeg reads the reference as raw float32 from stdin, applies ``effects`` and
    the encoder, and writes the stream to a pipe (to a file in a private temporary folder for
    containers that need seeking, such as mp4/m4a; external encoders always get WAV files).
@@ -33,6 +36,7 @@ from .align import ENVELOPE_HOP_SECONDS, apply_offset, find_envelope_offset, fin
 from .coders import Decoded, effects_only, external_coder, ffmpeg_codec
 from .errors import AlignmentFailed, DecoderEmpty, InputError, InvalidSamples, VariantError, VariantTooShort
 from .loudness import db_to_gain, integrated_loudness
+from .plugins import apply_plugins
 from .reference import Reference, load_reference
 from .specs import VariantSpec
 from .versions import encoder_version, spec_ffmpeg, uses_ffmpeg
@@ -272,14 +276,18 @@ def render(
     try:
         info = spec_ffmpeg(spec, ffmpeg) if uses_ffmpeg(spec) else None
         version = encoder_version(spec, ffmpeg, timeout=timeout)
+        source = reference
+        if spec.plugins:
+            timings["plugins"] = 0.0
+            source = apply_plugins(info, spec, reference, timeout, timings)
         if spec.kind == "ffmpeg":
             assert info is not None
-            dec = ffmpeg_codec(info, spec, reference, timeout, timings)
+            dec = ffmpeg_codec(info, spec, source, timeout, timings)
         elif spec.kind == "external":
-            dec = external_coder(info, spec, reference, timeout, timings)
+            dec = external_coder(info, spec, source, timeout, timings)
         else:
             assert info is not None
-            dec = effects_only(info, spec, reference, timeout, timings)
+            dec = effects_only(info, spec, source, timeout, timings)
         return _finish(
             reference,
             spec,

@@ -5,9 +5,11 @@ A spec is one of three kinds:
 - an ffmpeg codec (``codec``: an ffmpeg encoder name such as ``libmp3lame``, ``libopus``,
   ``aac``), with ``bitrate`` or ``quality``, ``options``, ``container``;
 - an external coder (``encode``/``decode`` argument lists, optional ``version``);
-- effects only (``effects``: an ffmpeg filter graph, no codec).
+- effects only (``effects``: an ffmpeg filter graph, and/or ``plugins``, no codec).
 
-Any kind takes ``effects`` (applied before the codec), ``post_effects`` (after decoding),
+Any kind takes ``plugins`` (a chain of LV2, LADSPA, pedalboard and ffmpeg elements applied in
+order before everything else: :mod:`.plugin_spec`), ``effects`` (applied before the codec),
+``post_effects`` (after decoding),
 ``sample_rate`` and ``channels`` (the coded stream's; the result is always brought back to
 the reference's) and ``ffmpeg`` (another ffmpeg binary for this spec).
 
@@ -37,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, model_
 
 from .codecs import CODEC_DEFAULTS, CONTAINER_ALIASES, default_container, friendly_codec
 from .errors import SpecError
+from .plugin_spec import PluginElement, element_name, parse_plugins
 
 __all__ = ["PLACEHOLDERS", "VariantSpec", "filter_names", "format_bitrate", "parse_variants"]
 
@@ -200,6 +203,7 @@ class VariantSpec(BaseModel):
     decode: tuple[str, ...] | None = None
     version: tuple[str, ...] | None = None
     wav_format: Literal["pcm16", "pcm24", "float"] | None = None  # WAV handed to an external encoder
+    plugins: tuple[PluginElement, ...] | None = None  # a chain applied before effects (see .plugin_spec)
 
     _base_dir: str | None = PrivateAttr(default=None)
 
@@ -221,6 +225,8 @@ class VariantSpec(BaseModel):
             d["sample_rate"] = _parse_rate(d["sample_rate"])
         for key in ("encode", "decode", "version"):
             d[key] = _argv(d.get(key), key)
+        if "plugins" in d:
+            d["plugins"] = parse_plugins(d["plugins"])
         if d.get("options") is not None:
             opts = d["options"]
             if not isinstance(opts, Mapping):
@@ -261,9 +267,9 @@ class VariantSpec(BaseModel):
             raise ValueError("version is the version command of an external encoder; it needs encode")
         if self.bitrate is not None and self.quality is not None:
             raise ValueError("bitrate and quality are exclusive; give one")
-        if not (self.codec or self.encode or self.effects or self.post_effects):
+        if not (self.codec or self.encode or self.effects or self.post_effects or self.plugins):
             raise ValueError(
-                "a variant needs a codec, an external encode command, or effects "
+                "a variant needs a codec, an external encode command, effects or plugins "
                 "(for an identity anchor, write effects: anull)"
             )
         if not (self.codec or self.encode):
@@ -364,8 +370,11 @@ def _derive_label(d: Mapping[str, Any]) -> str:
     if d.get("channels") == 1:
         parts.append("mono")
     label = " ".join(parts)
+    before = [element_name(e) for e in d.get("plugins") or ()]
     if isinstance(d.get("effects"), str):
-        names = " + ".join(filter_names(d["effects"]))
+        before += filter_names(d["effects"])
+    if before:
+        names = " + ".join(before)
         label = f"{label} + {names}" if label else names
     if isinstance(d.get("post_effects"), str):
         names = " + ".join(filter_names(d["post_effects"]))

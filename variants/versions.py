@@ -12,6 +12,8 @@ from importlib import metadata
 from .errors import EncoderUnavailable, VariantError
 from .external import external_version
 from .ffmpeg import FFmpegInfo, encoder_library_version, ffmpeg_info, resolve_ffmpeg
+from .plugin_spec import PedalboardElement
+from .plugins import plugins_version
 from .specs import VariantSpec
 
 __all__ = ["encoder_version", "spec_ffmpeg", "tool_versions", "uses_ffmpeg"]
@@ -19,10 +21,11 @@ __all__ = ["encoder_version", "spec_ffmpeg", "tool_versions", "uses_ffmpeg"]
 
 def uses_ffmpeg(spec: VariantSpec) -> bool:
     """Whether rendering ``spec`` runs ffmpeg (always, except an external encoder and decoder
-    with no effects and no change of rate or channels)."""
+    with no effects, no LV2, LADSPA or ffmpeg plugin elements and no change of rate or channels)."""
     if spec.kind != "external":
         return True
-    return bool(spec.effects or spec.post_effects or not spec.decode or spec.sample_rate or spec.channels)
+    chain = any(not isinstance(e, PedalboardElement) for e in spec.plugins or ())
+    return bool(spec.effects or spec.post_effects or chain or not spec.decode or spec.sample_rate or spec.channels)
 
 
 def spec_ffmpeg(spec: VariantSpec, ffmpeg: str | os.PathLike | None = None) -> FFmpegInfo:
@@ -39,23 +42,37 @@ def encoder_version(spec: VariantSpec, ffmpeg: str | os.PathLike | None = None, 
       (the library part when it can be found);
     - effects only: ``ffmpeg 5.1.9-0+deb12u1 (libavcodec …); libavfilter 8.44.100``;
     - external coder: its ``version`` output, or ``sha256 my-enc:<hex>, …``; followed by the
-      ffmpeg line when ffmpeg takes part.
+      ffmpeg line when ffmpeg takes part;
+    - with ``plugins``, followed by ``plugins: `` and, per element in chain order, the plugin
+      binary's sha256 (12 hex digits) and its Debian package (``swh-lv2=1.0.16…``) when dpkg
+      knows it, or pedalboard's version (``libavfilter`` is added when ffmpeg runs elements):
+      ``…; plugins: lv2 <http://plugin.org.uk/swh-plugins/sc4> sc4-swh.lv2/plugin-linux.so
+      sha256:<12 hex> ttl:<12 hex> swh-lv2=<version>, pedalboard 0.9.26 Compressor``
+      (``ttl:``: the LV2 bundle's Turtle files, which hold the port defaults). Controls and
+      parameters are not in it: they are in the spec's id.
 
-    Raises :class:`EncoderUnavailable` when the tools are missing.
+    Raises :class:`EncoderUnavailable` when the tools are missing, or a plugin is not found
+    (naming it, the folders searched and the package to install).
     """
     try:
+        info = None
         if spec.kind == "external":
             text = external_version(spec, timeout=timeout)
             if uses_ffmpeg(spec):
-                text += "; " + spec_ffmpeg(spec, ffmpeg).line
-            return text
-        info = spec_ffmpeg(spec, ffmpeg)
-        if spec.kind == "effects":
-            lavfi = info.libraries.get("libavfilter")
-            return info.line + (f"; libavfilter {lavfi}" if lavfi else "")
-        assert spec.codec is not None
-        lib = encoder_library_version(info, spec.codec, timeout=timeout)
-        return info.line + (f"; {lib}" if lib else "")
+                info = spec_ffmpeg(spec, ffmpeg)
+                text += "; " + info.line
+        else:
+            info = spec_ffmpeg(spec, ffmpeg)
+            if spec.kind == "effects":
+                lavfi = info.libraries.get("libavfilter")
+                text = info.line + (f"; libavfilter {lavfi}" if lavfi else "")
+            else:
+                assert spec.codec is not None
+                lib = encoder_library_version(info, spec.codec, timeout=timeout)
+                text = info.line + (f"; {lib}" if lib else "")
+        if spec.plugins:
+            text += "; " + plugins_version(spec, info, timeout=timeout, libavfilter="libavfilter" not in text)
+        return text
     except VariantError as exc:
         exc.spec_label, exc.spec_id = spec.label, spec.id
         raise
