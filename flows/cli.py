@@ -349,6 +349,25 @@ def cmd_accept(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_gc(args: argparse.Namespace) -> int:
+    from jndqa.store import Store, StoreError
+
+    from .golden import collect_garbage
+
+    try:
+        result = collect_garbage(Store(_db_path(args)), dry_run=args.dry_run)
+    except StoreError as exc:
+        _err(str(exc))
+        return EXIT_BAD_INPUT
+    if args.json:
+        print(json.dumps(result))
+        return EXIT_OK
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{verb} {result['removed']} kept outputs ({result['removed_bytes'] / 1e6:.2f} MB) no accepted run "
+          f"refers to; {result['kept']} kept ({result['kept_bytes'] / 1e6:.2f} MB)")  # fmt: skip
+    return EXIT_OK
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from jndqa.reports import ReportError, render_report
     from jndqa.store import SCHEMA_VERSION, Store, StoreError
@@ -624,6 +643,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     _store_flags(_command(sub, "runs", cmd_runs, "list the stored runs, newest first"))
 
+    p = _command(sub, "gc", cmd_gc, "remove kept outputs that no accepted run refers to",
+                 description="Golden outputs (golden.keep) are FLAC files under <db folder>/outputs/, shared "
+                 "between runs. gc removes those that no accepted run, nor the latest run, refers to.",
+                 examples=["jndqa gc --db out/jndqa.duckdb --dry-run",
+                           "jndqa gc --db out/jndqa.duckdb --json"])  # fmt: skip
+    _store_flags(p)
+    p.add_argument("--dry-run", action="store_true", help="say what would be removed; remove nothing")
     p = _command(sub, "accept", cmd_accept, "mark a run as the baseline for `--baseline auto`")
     p.add_argument("run", help="run id (see `jndqa runs`)")
     _store_flags(p, json_help=None)

@@ -102,6 +102,18 @@ class LoudnessConfig(_Strict):
     normalize_corpus: float | None = None  # LUFS target for references before encoding
 
 
+class GoldenConfig(_Strict):
+    """Golden outputs (flows/golden.py): keep every variant's output, compare each with the accepted run's."""
+
+    keep: bool = False  # keep every variant's decoded output (24-bit FLAC by content hash, shared between runs)
+    compare: bool = False  # compare each output with the latest accepted run's output of the same item and variant
+    audible: float = Field(0.5, gt=0, lt=1, description="calibrated p_jnd at or above which a change is audible")
+    audible_distance: float | None = Field(
+        None, gt=0, description="distance at or above which a change is audible when the model has no calibration"
+    )
+    fail_on_audible_change: bool = True  # the night is `changed` (exit 1) when any output changed audibly
+
+
 class RunConfig(_Strict):
     corpus: CorpusConfig
     variants: list[dict[str, Any]] = Field(min_length=1)
@@ -111,6 +123,7 @@ class RunConfig(_Strict):
     regression: RegressionConfig = RegressionConfig()
     runner: RunnerConfig = RunnerConfig()
     loudness: LoudnessConfig = LoudnessConfig()
+    golden: GoldenConfig = GoldenConfig()
     ffmpeg: Path | None = None
     output: Path = Path("out/")
     keep_audio: int = Field(3, ge=0, description="worst items per variant whose decoded audio the report keeps")

@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from jndqa.metric import ModelRef
 from jndqa.store import Store, compare_runs
 
 from .config import RunConfig
+from .golden import DEFAULT_AUDIBLE_DISTANCE, GoldenSettings, golden_counts
 from .metrics import NightMetric, metric_failure, resolve_metrics, score_each, score_row
 from .models import resolve_model
 from .verdict import night_verdict
@@ -57,6 +58,8 @@ class VariantWork:
     spec: dict
     reason: str = ""
     metrics: tuple[str, ...] = ()
+    keep_output: bool = False  # keep the decoded output (golden.keep)
+    golden: dict | None = None  # the golden output to compare with (outputs row: spec_id, sha256, path, ...)
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,7 @@ class RenderSettings:
     normalize_corpus: float | None = None
     workers: int = 2
     base_dir: str | None = None
+    golden: GoldenSettings | None = None  # where outputs are kept and how changes are judged (plan_night sets it)
 
     @classmethod
     def from_config(cls, cfg: RunConfig, base_dir: str | Path | None = None) -> RenderSettings:
@@ -97,6 +101,8 @@ class ItemResult:
     path: str
     scores: list[dict] = field(default_factory=list)
     failures: list[dict] = field(default_factory=list)
+    outputs: list[dict] = field(default_factory=list)
+    golden: list[dict] = field(default_factory=list)
     render_seconds: float = 0.0
     score_seconds: float = 0.0
 
@@ -189,7 +195,62 @@ def process_item(work: ItemWork, metrics: Sequence[NightMetric], render: RenderS
                 "render_seconds": float(sum(r.timings.values())),
                 "score_seconds": seconds / len(pairs),
             })  # fmt: skip
+    if render.golden is not None:
+        dpam = next((nm for nm in metrics if nm.name == "dpam"), None)
+        for v, r in good:
+            if v.keep_output or v.golden:
+                _golden_output(res, work, v, r, dpam, render.golden)
     return res
+
+
+def _golden_output(res: ItemResult, work: ItemWork, v: VariantWork, r, dpam: NightMetric | None,
+                   gs: GoldenSettings) -> None:  # fmt: skip
+    """Keep ``r`` (tonight's output of ``v``) under ``gs.outputs_dir`` and compare it with ``v.golden``
+    (flows/golden.py): identical by samples, else DPAM(golden, tonight) decides audible or inaudible."""
+    from jndqa.metric.plugin import MetricError
+
+    from .golden import decide, read_output, write_output
+
+    out = write_output(gs.outputs_dir, r.samples, r.rate)
+    if v.keep_output:
+        res.outputs.append({"item_sha256": work.sha256, "spec_id": v.spec_id, "label": v.label,
+                            "encoder_version": v.encoder_version, "sha256": out["sha256"], "path": out["path"],
+                            "bytes": out["bytes"]})  # fmt: skip
+    g = v.golden
+    if not g:
+        return
+    row = {"item_sha256": work.sha256, "spec_id": v.spec_id, "label": v.label, "golden_run": g["run_id"],
+           "golden_spec_id": g["spec_id"], "golden_sha256": g["sha256"], "sha256": out["sha256"]}  # fmt: skip
+    if out["sha256"] == g["sha256"]:
+        res.golden.append({**row, "status": "identical", "rule": "bit-identical (24-bit samples)"})
+        return
+    fail = {"item": work.path, "variant": v.label, "spec_id": v.spec_id, "kind": "golden"}
+    if dpam is None:
+        res.failures.append({**fail, "reason": "golden.compare needs dpam in metrics; the output changed, unscored"})
+        return
+    try:
+        gold, rate = read_output(g["path"])
+    except (OSError, RuntimeError) as exc:
+        res.failures.append({**fail, "reason": f"golden output {g['path']} unreadable ({exc}); accept a newer run "
+                                               "or run without golden.compare"})  # fmt: skip
+        return
+    test = out["samples"]
+    if rate != r.rate or gold.shape != test.shape:
+        res.failures.append({**fail, "reason": f"golden output {g['path']} is {gold.shape} at {rate} Hz, tonight's "
+                                               f"is {test.shape} at {r.rate} Hz: not comparable"})  # fmt: skip
+        return
+    t0 = time.perf_counter()
+    with _SCORE_LOCK:
+        s = score_each(dpam, gold, [test], rate)[0]
+    res.score_seconds += time.perf_counter() - t0
+    if isinstance(s, MetricError):
+        res.failures.append({**fail, "metric": "dpam", "reason": f"golden comparison: {s.reason}"})
+        return
+    scored = score_row(dpam, s)
+    status, rule = decide(scored["distance"], scored["p_jnd"], bool(scored["p_jnd_calibrated"]), gs)
+    res.golden.append({**row, "status": status, "rule": rule, "distance": scored["distance"],
+                       "p_jnd": scored["p_jnd"], "p_jnd_calibrated": scored["p_jnd_calibrated"],
+                       **{k: scored[k] for k in ("window_starts", "window_ends", "window_distances")}})  # fmt: skip
 
 
 # ----------------------------------------------------------------- kept audio
@@ -322,6 +383,9 @@ class NightPlan:
     failures: tuple[dict, ...]
     work: tuple[ItemWork, ...]
     reused: tuple[tuple, ...]
+    golden_run: str | None = None  # the accepted run whose outputs are golden (golden.compare)
+    outputs: tuple[dict, ...] = ()  # outputs kept by an earlier run of the same build, recorded for this one
+    golden: tuple[dict, ...] = ()  # comparisons decided while planning: the same build (identical), new
 
     @property
     def primary(self) -> NightMetric | None:
@@ -362,18 +426,51 @@ def plan_night(cfg: RunConfig, store: Store, *, run_id: str | None = None,
     wanted = {(item.sha256, s.id, nm.name): (item.sha256, s.id, versions[s.id], nm.name, *nm.key)
               for item in items for s in live for nm in metrics}  # fmt: skip
     have = store.existing_keys(wanted.values())
+    g = cfg.golden
+    golden_run, gold, built, kept_rows, golden_rows = None, {}, {}, [], []
+    if g.keep or g.compare:
+        threshold = g.audible_distance if g.audible_distance is not None else DEFAULT_AUDIBLE_DISTANCE
+        render = replace(render, golden=GoldenSettings(str(store.path.parent / "outputs"), keep=g.keep,
+                                                       compare=g.compare, audible=g.audible,
+                                                       audible_distance=threshold))  # fmt: skip
+        built = {k: o for k, o in store.outputs_by_build().items() if o["path"] and Path(o["path"]).exists()}
+        golden_run = store.golden_run() if g.compare else None
+        if golden_run:
+            gold = {(o["item_sha256"], o["label"]): o for o in store.outputs(golden_run)}
     work = []
     for item in items:
         variants = []
         for s in live:
             todo = tuple(nm.name for nm in metrics if wanted[(item.sha256, s.id, nm.name)] not in have)
-            if todo:
+            known = built.get((item.sha256, s.id, versions[s.id]))
+            keep = g.keep and known is None
+            if known is not None and g.keep:
+                kept_rows.append({**known, "label": s.label})
+            compare = None
+            if golden_run:
+                old = gold.get((item.sha256, s.label))
+                row = {"item_sha256": item.sha256, "spec_id": s.id, "label": s.label, "golden_run": golden_run}
+                if old is None:
+                    golden_rows.append({**row, "status": "new", "rule": "no golden output of this item and variant"})
+                elif (old["spec_id"], old["encoder_version"]) == (s.id, versions[s.id]):
+                    golden_rows.append({**row, "golden_spec_id": old["spec_id"], "golden_sha256": old["sha256"],
+                                        "sha256": old["sha256"], "status": "identical",
+                                        "rule": "same build (spec and encoder version): not rendered"})  # fmt: skip
+                elif known is not None and known["sha256"] == old["sha256"]:
+                    golden_rows.append({**row, "golden_spec_id": old["spec_id"], "golden_sha256": old["sha256"],
+                                        "sha256": known["sha256"], "status": "identical",
+                                        "rule": "bit-identical (24-bit samples, kept earlier)"})  # fmt: skip
+                else:
+                    compare = old
+                    keep = keep or known is None
+            if todo or keep or compare:
                 variants.append(VariantWork(s.id, s.label, versions[s.id], s.model_dump(mode="json", exclude_none=True),
-                                            metrics=todo))  # fmt: skip
+                                            metrics=todo, keep_output=keep, golden=compare))  # fmt: skip
         if variants:
             work.append(ItemWork(item.sha256, item.path, str(item.abspath), tuple(variants)))
     return NightPlan(run_id or _new_run_id(), model, metrics, tuple(cfg.metrics), render, tuple(specs), versions,
-                     tuple(items), tuple(failures), tuple(work), tuple(sorted(have)))  # fmt: skip
+                     tuple(items), tuple(failures), tuple(work), tuple(sorted(have)), golden_run, tuple(kept_rows),
+                     tuple(golden_rows))  # fmt: skip
 
 
 FAILURE_FIELDS = (("item", "item"), ("variant", "label"), ("metric", "metric"), ("reason", "reason"))
@@ -448,11 +545,15 @@ class Night:
         )  # fmt: skip
         self.store.write_failures(plan.run_id, list(plan.failures))
         self.store.write_scores(plan.run_id, [], reused=list(plan.reused))
+        self.store.write_outputs(plan.run_id, list(plan.outputs))
+        self.store.write_golden(plan.run_id, list(plan.golden))
 
     def record(self, result: ItemResult) -> None:
         """Store one item's results in one transaction."""
         self.store.write_scores(self.run_id, result.scores)
         self.store.write_failures(self.run_id, result.failures)
+        self.store.write_outputs(self.run_id, result.outputs)
+        self.store.write_golden(self.run_id, result.golden)
         self.scored += len(result.scores)
         self.item_failures += result.failures
 
@@ -515,8 +616,13 @@ class Night:
         baseline_rows = self.store.run_scores(baseline, metric=primary_name) if baseline and primary else []
         kept = self.keep_audio(rows, baseline_rows, {c.spec_id for c in regressions},
                                orientation=primary.orientation if primary else "distance")  # fmt: skip
+        golden_rows = self.store.golden(self.run_id) if plan.golden_run else []
+        by_label = golden_counts(golden_rows, [s.label for s in plan.specs])
+        audible = [r for r in golden_rows if r["status"] == "audible"]
+        counted = [f for f in counted if f["kind"] != "golden"] + [f for f in failures if f["kind"] == "golden"]
         status = night_verdict(regressions=len(regressions), failures=len(counted),
-                               fail_on_regression=cfg.regression.fail_on_regression)  # fmt: skip
+                               fail_on_regression=cfg.regression.fail_on_regression, audible=len(audible),
+                               fail_on_audible_change=cfg.golden.fail_on_audible_change)  # fmt: skip
         per_variant = []
         for s in plan.specs:
             means = {}
@@ -530,6 +636,7 @@ class Night:
                 "items": len([r for r in rows if r["spec_id"] == s.id]),
                 "failures": sum(1 for f in failures if f["spec_id"] == s.id),
                 "metrics": means,
+                **({"golden": by_label[s.label]} if plan.golden_run else {}),
             })  # fmt: skip
         summary = {
             "run_id": self.run_id,
@@ -561,12 +668,27 @@ class Night:
             "baseline": baseline,
             "baseline_note": why,
             "kept_audio": sum(1 for k in kept if k["spec_id"] and k.get("path")),
+            "golden": self._golden_summary(golden_rows, audible),
             "report": report,
             "seconds": round(time.perf_counter() - self.started, 3),
         }
         self.store.set_run_baseline(self.run_id, baseline)
         self.store.finish_run(self.run_id, str(status), summary)
         return summary
+
+    def _golden_summary(self, rows: list[dict], audible: list[dict]) -> dict | None:
+        """The summary's ``golden``: the golden run, counts by status, the audible changes (item, variant,
+        distance, p_jnd, rule) and the outputs this run kept (count, bytes); None without golden outputs."""
+        g = self.cfg.golden
+        if not (g.keep or g.compare):
+            return None
+        outputs = self.store.outputs(self.run_id)
+        counts = {k: sum(1 for r in rows if r["status"] == k) for k in ("identical", "inaudible", "audible", "new")}
+        return {"run": self.plan.golden_run, **counts,
+                "audible_changes": [{k: r.get(k) for k in ("item", "label", "distance", "p_jnd", "rule")}
+                                    for r in audible],
+                "outputs": len(outputs),
+                "output_bytes": sum({o["path"]: o["bytes"] or 0 for o in outputs}.values())}  # fmt: skip
 
     def keep_audio(self, rows: list[dict], baseline_rows: list[dict], regressed: set[str], *,
                    orientation: str = "distance") -> list[dict]:  # fmt: skip

@@ -7,6 +7,9 @@ read :func:`night_verdict`'s :class:`Verdict`; nothing else decides them.
 verdict            when                                          exit  Prefect state
 =================  ============================================  ====  ============
 ``regressed``      a regression, and the config fails on them     1    Failed
+``changed``        an output changed audibly since the golden     1    Failed
+                   run (``golden.fail_on_audible_change``), no
+                   failing regression
 ``failed_items``   some items or variants failed (and no failing  3    Completed
                    regression)
 ``regressed_ok``   a regression the config does not fail on,      0    Completed
@@ -37,16 +40,18 @@ class Verdict(StrEnum):
     REGRESSED = "regressed"
     REGRESSED_OK = "regressed_ok"
     FAILED_ITEMS = "failed_items"
+    CHANGED = "changed"
 
     @property
     def exit_status(self) -> int:
         """``jndqa run``'s exit status for this verdict."""
-        return {Verdict.REGRESSED: EXIT_REGRESSION, Verdict.FAILED_ITEMS: EXIT_PARTIAL}.get(self, EXIT_OK)
+        return {Verdict.REGRESSED: EXIT_REGRESSION, Verdict.CHANGED: EXIT_REGRESSION,
+                Verdict.FAILED_ITEMS: EXIT_PARTIAL}.get(self, EXIT_OK)  # fmt: skip
 
     @property
     def fails_flow(self) -> bool:
         """Whether the deployment's flow run ends Failed."""
-        return self is Verdict.REGRESSED
+        return self in (Verdict.REGRESSED, Verdict.CHANGED)
 
     @property
     def regressed(self) -> bool:
@@ -54,11 +59,15 @@ class Verdict(StrEnum):
         return self in (Verdict.REGRESSED, Verdict.REGRESSED_OK)
 
 
-def night_verdict(*, regressions: int, failures: int, fail_on_regression: bool) -> Verdict:
-    """The verdict of a night with ``regressions`` regressed variants and ``failures`` failed items or
-    variants, under the config's ``regression.fail_on_regression``."""
+def night_verdict(*, regressions: int, failures: int, fail_on_regression: bool, audible: int = 0,
+                  fail_on_audible_change: bool = False) -> Verdict:  # fmt: skip
+    """The verdict of a night with ``regressions`` regressed variants, ``failures`` failed items or
+    variants and ``audible`` outputs changed audibly since the golden run, under the config's
+    ``regression.fail_on_regression`` and ``golden.fail_on_audible_change``."""
     if regressions and fail_on_regression:
         return Verdict.REGRESSED
+    if audible and fail_on_audible_change:
+        return Verdict.CHANGED
     if failures:
         return Verdict.FAILED_ITEMS
     return Verdict.REGRESSED_OK if regressions else Verdict.PASSED

@@ -223,6 +223,14 @@ def _verdict(run: dict, summary: dict | None, comparisons: list[dict], failures:
             f"{len(regressed)} variant{'s' if len(regressed) != 1 else ''} regressed: {', '.join(regressed)}; "
             "the config does not fail the night on regressions (regression.fail_on_regression: false)."
         )
+    elif status == "changed":
+        word = "CHANGED"
+        audible = (summary or {}).get("golden", {}).get("audible_changes") or []
+        names = sorted({a["label"] for a in audible})
+        headline = (
+            f"{len(audible)} output{'s' if len(audible) != 1 else ''} changed audibly since the golden run "
+            f"{(summary or {}).get('golden', {}).get('run')}: {', '.join(names)}. Listen on the item pages."
+        )
     elif status == "failed_items":
         word = "FAILED ITEMS"
         headline = f"{len(failures)} item/variant failure{'s' if len(failures) != 1 else ''}, recorded below."
@@ -267,6 +275,9 @@ def _render_run(store, root: Path, run_id: str, env, common: dict) -> tuple[int,
     items = store.run_items(run_id)
     failures = store.run_failures(run_id)
     kept = {(k["item_sha256"], k["spec_id"]): k for k in store.kept_audio(run_id)}
+    golden = {(g["item_sha256"], g["label"]): g for g in store.golden(run_id)}
+    golden_rows = [{"label": v["label"], **v["golden"]} for v in (summary or {}).get("per_variant", [])
+                   if v.get("golden")]  # fmt: skip
     baseline_id = run.get("baseline_run")
     run_key = (run["model_id"], run["model_version"], run["protocol"])
     baseline_all = store.run_scores(baseline_id) if baseline_id else []
@@ -407,6 +418,8 @@ def _render_run(store, root: Path, run_id: str, env, common: dict) -> tuple[int,
         items=item_rows,
         failures=failures,
         variants=variant_rows,
+        golden=(summary or {}).get("golden"),
+        golden_rows=golden_rows,
         tools=sorted((str(k), str(v)) for k, v in tools.items()),
         config=json.dumps(config, indent=2, sort_keys=True, default=str),
         **common,
@@ -421,7 +434,7 @@ def _render_run(store, root: Path, run_id: str, env, common: dict) -> tuple[int,
     for it in items:
         n_audio = _render_item(
             it, variants, by_key, base, kept, fail_by_item.get(it["path"], []), run, root, run_dir, env, common, config,
-            scores=_ItemScores(others, base_all, primary, unit, worse),
+            scores=_ItemScores(others, base_all, primary, unit, worse), golden=golden,
         )  # fmt: skip
         audio_files += n_audio
     return 1 + len(items), audio_files
@@ -468,8 +481,29 @@ def _metric_verdicts(summary: dict | None, primary: str) -> tuple[list[dict], st
     return rows, sentence
 
 
+def _golden_section(g: dict | None, spec_id: str, root: Path, rel_root: str, fig: Figures) -> tuple[dict | None, int]:
+    """An item page's comparison with the golden output (status, rule, distance, p_jnd), the two outputs for
+    A/B listening and the distance per window; and how many audio files it placed."""
+    if g is None:
+        return None, 0
+    if g.get("golden_path") and g.get("golden_path") == g.get("output_path"):  # identical: one file, nothing to A/B
+        gsrc = osrc = None
+    else:
+        gsrc, osrc = _place_audio(g.get("golden_path"), root), _place_audio(g.get("output_path"), root)
+    windows = list(zip(g.get("window_starts") or [], g.get("window_ends") or [], g.get("window_distances") or [],
+                       strict=True))  # fmt: skip
+    p = g.get("p_jnd")
+    return {
+        "status": g["status"], "rule": g.get("rule") or "", "run": g.get("golden_run"),
+        "distance": None if g.get("distance") is None else f"{g['distance']:.4f}",
+        "p_jnd": None if p is None else f"{p:.3f}" + ("" if g.get("p_jnd_calibrated") else " (uncalibrated)"),
+        "golden_src": rel_root + gsrc if gsrc else None, "output_src": rel_root + osrc if osrc else None,
+        "strip": fig(figures.window_strip(windows, None, f"tonight-{spec_id}" if osrc else None)) if windows else None,
+    }, int(bool(gsrc)) + int(bool(osrc))  # fmt: skip
+
+
 def _render_item(it, variants, by_key, base, kept, failures, run, root, run_dir, env, common, config, *,
-                 scores: _ItemScores) -> int:  # fmt: skip
+                 scores: _ItemScores, golden: dict | None = None) -> int:  # fmt: skip
     fig = Figures()
     rel_root = "../../../"
     keep_n = config.get("keep_audio", 3)
@@ -500,6 +534,9 @@ def _render_item(it, variants, by_key, base, kept, failures, run, root, run_dir,
                 spectrogram = fig(figures.spectrogram_difference(t, f, d, limit=30.0))
             except SpectrumError as exc:
                 note = f"No spectrogram difference: {exc}"
+        gold, n_golden = _golden_section((golden or {}).get((it["sha256"], v["label"])), v["spec_id"], root, rel_root,
+                                         fig)  # fmt: skip
+        placed += n_golden
         offset = r.get("offset_samples")
         rate = it["rate"] or 0
         sections.append(
@@ -530,6 +567,7 @@ def _render_item(it, variants, by_key, base, kept, failures, run, root, run_dir,
                 "strip": fig(figures.window_strip(windows, bwin, audio_id, unit=scores.unit)),
                 "spectrogram": spectrogram,
                 "spectrogram_note": note,
+                "golden": gold,
             }
         )
     sections.sort(key=lambda s: -scores.worse * s["value"])

@@ -139,6 +139,18 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE run_scores_v7 RENAME TO run_scores",
         "ALTER TABLE failures ADD COLUMN metric VARCHAR",
     ],
+    [  # 8: golden outputs: every output a run kept (24-bit FLAC by samples hash) and its comparison with
+        # the accepted run's output of the same item and variant (label)
+        """CREATE TABLE outputs (
+            run_id VARCHAR, item_sha256 VARCHAR, spec_id VARCHAR, label VARCHAR, encoder_version VARCHAR,
+            sha256 VARCHAR, path VARCHAR, bytes BIGINT, created TIMESTAMP,
+            PRIMARY KEY (run_id, item_sha256, spec_id))""",
+        """CREATE TABLE golden (
+            run_id VARCHAR, item_sha256 VARCHAR, spec_id VARCHAR, label VARCHAR, golden_run VARCHAR,
+            golden_spec_id VARCHAR, golden_sha256 VARCHAR, sha256 VARCHAR, status VARCHAR, rule VARCHAR,
+            distance DOUBLE, p_jnd DOUBLE, p_jnd_calibrated BOOLEAN, window_starts DOUBLE[], window_ends DOUBLE[],
+            window_distances DOUBLE[], created TIMESTAMP, PRIMARY KEY (run_id, item_sha256, label))""",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
