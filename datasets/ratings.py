@@ -51,6 +51,9 @@ Every other line ends up either in :attr:`RatingFile.rows` or in :attr:`RatingFi
   condition and trial), which one-rating-per-listener-and-stimulus forbids. Without a
   ``listener`` column identical rows cannot be told apart and count as duplicates.
 - ``self-pair`` (``jnd`` only): ref and test are the same file and the score says "different".
+- ``post-screening`` of ``jnd`` catch trials: a named listener who calls more than
+  :data:`CATCH_MAX_PERCENT` (25 %) of their identical pairs (ref and test the same file) "different"
+  gets all their rows quarantined (the catch rows themselves are ``self-pair``).
 - ``post-screening`` (ITU-R BS.1534-3, 4.1.2): a MUSHRA row whose ``test`` is its ``ref`` (the
   same file once resolved) is the hidden reference (:attr:`Rating.hidden_reference`): it is kept
   for screening, and is not a stimulus (:func:`stimulus_means` leaves it out). A named listener
@@ -128,6 +131,7 @@ BINARY_SCALES = ("jnd", "preference")
 GRADED_SCALES = ("mushra", "mos")
 HIDDEN_REFERENCE_MIN = 90.0
 SCREENING_MAX_PERCENT = 15
+CATCH_MAX_PERCENT = 25  # jnd catch trials (identical pairs) a named listener may call "different"
 REQUIRED_COLUMNS = ("ref", "test", "score")
 OPTIONAL_COLUMNS = ("listener", "item", "condition", "scale", "trial")
 WEBMUSHRA_REQUIRED = ("session_test_id", "trial_id", "rating_stimulus", "rating_score")
@@ -145,7 +149,10 @@ QUARANTINE_KINDS: dict[str, str] = {
     "unreadable-audio": "an audio file exists but is not readable audio (or is empty)",
     "self-pair": "jnd: ref and test are the same file and the score says 'different'",
     "duplicate": "the same rating appeared earlier, or the listener scored the same stimulus earlier",
-    "post-screening": "the listener rated the hidden reference below 90 in more than 15 % of trials (BS.1534-3)",
+    "post-screening": (
+        "the listener failed post-screening: the hidden reference rated below 90 in more than 15 % of trials "
+        "(BS.1534-3), or more than 25 % of jnd catch trials called 'different'"
+    ),
 }
 _FROM_JUDGMENT_KIND = {"bad-label": "bad-score"}  # the other judgment kinds keep their names
 
@@ -323,6 +330,7 @@ def _validate(
     rows: list[Rating] = []
     seen: dict[str, int] = {}
     rated: dict[tuple, tuple[int, float]] = {}  # graded scales: stimulus and listener -> (line, score)
+    catch_failed: dict[str, int] = {}  # jnd catch trials (identical pairs) a listener called "different"
 
     def bad(c: _Candidate, kind: str, reason: str) -> None:
         quarantine.append(QuarantinedRow(src, c.line, c.raw, kind, reason))
@@ -376,6 +384,8 @@ def _validate(
             extra = {**extra, "original": str(original), "original_sha256": str(orig_sha)}
         if scale == "jnd" and ref == test and score == 1.0:
             bad(c, "self-pair", f"ref and test are the same file {ref} but the score says 'different'")
+            if c.listener:
+                catch_failed[c.listener] = catch_failed.get(c.listener, 0) + 1
             continue
         rid = rating_id(ref_sha, test_sha, score, scale, c.listener, c.item, c.condition, c.trial)
         if rid in seen:
@@ -395,19 +405,30 @@ def _validate(
         hidden = scale == "mushra" and ref == test
         rows.append(Rating(rid, ref, test, ref_sha, test_sha, score, scale, c.listener, c.item, c.condition,
                            c.trial, hidden, src, c.line, extra))  # fmt: skip
-    kept = _post_screen(rows, {c.line: c.raw for c in candidates}, src, quarantine)
+    kept = _post_screen(rows, {c.line: c.raw for c in candidates}, src, quarantine, catch_failed)
     quarantine.sort(key=lambda q: q.line)
     return kept
 
 
-def _post_screen(rows: list[Rating], raw: dict[int, str], src: Path, quarantine: list[QuarantinedRow]) -> list[Rating]:
-    """ITU-R BS.1534-3 post-screening (module docstring): quarantine every row of a named
-    listener whose hidden-reference ratings fall below 90 in more than 15 % of them."""
+def _post_screen(rows: list[Rating], raw: dict[int, str], src: Path, quarantine: list[QuarantinedRow],
+                 catch_failed: dict[str, int] | None = None) -> list[Rating]:  # fmt: skip
+    """Post-screening (module docstring): quarantine every row of a named listener whose hidden-reference
+    ratings fall below 90 in more than 15 % of them (ITU-R BS.1534-3), or who called more than 25 % of
+    their jnd catch trials (identical pairs) "different" (``catch_failed``: per listener, those already
+    quarantined as ``self-pair``)."""
     hidden: dict[str, list[Rating]] = {}
     for r in rows:
         if r.hidden_reference and r.listener:
             hidden.setdefault(r.listener, []).append(r)
     failed: dict[str, str] = {}
+    catch_failed = catch_failed or {}
+    for listener, wrong in catch_failed.items():
+        same = sum(1 for r in rows if r.listener == listener and r.scale == "jnd" and r.ref == r.test)
+        if wrong * 100 > CATCH_MAX_PERCENT * (wrong + same):
+            failed[listener] = (
+                f"listener {listener!r} called {wrong} of {wrong + same} catch trials (identical pairs) 'different' "
+                f"(more than {CATCH_MAX_PERCENT} %): all their ratings are set aside"
+            )
     for listener, refs in hidden.items():
         low = [r for r in refs if r.score < HIDDEN_REFERENCE_MIN]
         if len(low) * 100 > SCREENING_MAX_PERCENT * len(refs):  # integers: exactly 15 % is kept

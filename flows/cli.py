@@ -32,6 +32,8 @@ examples:
   jndqa retrain judgments.csv --db out/jndqa.duckdb   train a candidate metric; promote it if better
   jndqa models --db out/jndqa.duckdb           the model registry
   jndqa agree ratings.csv --metrics dpam,zimtohrli --out out   agreement of metrics with listeners
+  jndqa listen make --db out/jndqa.duckdb --kind abx   a listening test of the latest run's changes
+  jndqa listen serve out/listen/<test id> --db out/jndqa.duckdb   serve it; results go to the store
 """
 
 
@@ -368,6 +370,44 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_listen_make(args: argparse.Namespace) -> int:
+    from jndqa.store import StoreError
+
+    from .listen import ListenError, make_test
+
+    try:
+        log = (lambda m: print(m, file=sys.stderr)) if args.json else print
+        result = make_test(_db_path(args), run_id=args.run, kind=args.kind, items=args.items, out=args.out,
+                           seed=args.seed, log=log)  # fmt: skip
+    except (ListenError, StoreError) as exc:
+        _err(str(exc))
+        return EXIT_BAD_INPUT
+    if args.json:
+        print(json.dumps({k: result[k] for k in ("page", "kind", "trials", "stimuli", "test_id", "run_id")}))
+    else:
+        print(f"{result['kind']} test: {result['trials']} trials, {result['stimuli']} stimuli: {result['page']}")
+        print(f"open it in a browser, or serve it: jndqa listen serve {result['folder']} --db {_db_path(args)}")
+    return EXIT_OK
+
+
+def cmd_listen_serve(args: argparse.Namespace) -> int:
+    from .listen_server import serve
+
+    folder = Path(args.folder)
+    if not (folder / "test.json").is_file():
+        _err(f"{folder}: not a listening test (no test.json); make one with `jndqa listen make`")
+        return EXIT_BAD_INPUT
+    from jndqa.store import StoreError
+
+    try:
+        serve(folder, db=Path(args.db) if args.db else None, inbox=Path(args.inbox) if args.inbox else None,
+              host=args.host, port=args.port)  # fmt: skip
+    except (OSError, ValueError, StoreError) as exc:
+        _err(str(exc))
+        return EXIT_BAD_INPUT
+    return EXIT_OK
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from jndqa.reports import ReportError, render_report
     from jndqa.store import SCHEMA_VERSION, Store, StoreError
@@ -650,6 +690,31 @@ def build_parser() -> argparse.ArgumentParser:
                            "jndqa gc --db out/jndqa.duckdb --json"])  # fmt: skip
     _store_flags(p)
     p.add_argument("--dry-run", action="store_true", help="say what would be removed; remove nothing")
+    p = _command(sub, "listen", None, "listening tests from a stored run: make one, serve it",
+                 description="Listening tests from the bench (docs/listen.md).")  # fmt: skip
+    lsub = p.add_subparsers(dest="listen_command", metavar="ACTION")
+    p = _command(lsub, "make", cmd_listen_make, "make a test folder from a stored run",
+                 description="A self-contained test (index.html, audio/) of a run's worst items. jnd: same/different "
+                 "staircases with catch trials; mushra: ITU-R BS.1534-3 with hidden reference and 3.5 kHz anchor; "
+                 "abx: the accepted build's output against tonight's (needs golden outputs).",
+                 examples=["jndqa listen make --db out/jndqa.duckdb --kind mushra --items 4",
+                           "jndqa listen make --db out/jndqa.duckdb --kind abx --out abx-test --json"])  # fmt: skip
+    _store_flags(p)
+    p.add_argument("--run", default=None, help="the run (default: the latest)")
+    p.add_argument("--kind", choices=("jnd", "mushra", "abx"), default="mushra", help="the test (default: mushra)")
+    p.add_argument("--items", type=int, default=4, help="items (abx: changed outputs) in the test (default: 4)")
+    p.add_argument("--out", default=None, help="the test folder (default: <db folder>/listen/<test id>)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the test's draws (order, X, catch trials)")
+    p = _command(lsub, "serve", cmd_listen_serve, "serve a test; results go to the store and an inbox",
+                 description="Serves a test folder over HTTP for a group of listeners; each submitted result set "
+                 "is written as a ratings CSV into the inbox and, with --db, stored (quarantine as for files).",
+                 examples=["jndqa listen serve out/listen/<test id> --db out/jndqa.duckdb",
+                           "jndqa listen serve abx-test --db out/jndqa.duckdb --host 0.0.0.0 --port 8765"])  # fmt: skip
+    p.add_argument("folder", help="a folder made by `jndqa listen make`")
+    p.add_argument("--db", default=None, help="store the results in this DuckDB file")
+    p.add_argument("--inbox", default=None, help="where result CSVs go (default: <folder>/inbox)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     p = _command(sub, "accept", cmd_accept, "mark a run as the baseline for `--baseline auto`")
     p.add_argument("run", help="run id (see `jndqa runs`)")
     _store_flags(p, json_help=None)

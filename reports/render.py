@@ -276,6 +276,18 @@ def _render_run(store, root: Path, run_id: str, env, common: dict) -> tuple[int,
     failures = store.run_failures(run_id)
     kept = {(k["item_sha256"], k["spec_id"]): k for k in store.kept_audio(run_id)}
     golden = {(g["item_sha256"], g["label"]): g for g in store.golden(run_id)}
+    listen_tests = [{**t, "href": os.path.relpath(Path(t["folder"]) / "index.html", root / "runs" / _safe_name(run_id))}
+                    for t in store.listen_tests(run_id)]  # fmt: skip
+    listen_by_variant: dict[str, dict] = {}
+    for t in listen_tests:  # newest first: an abx test of a variant wins over a mushra test of it
+        for label in t["variants"] or []:
+            if label not in listen_by_variant or (t["kind"] == "abx" and listen_by_variant[label]["kind"] != "abx"):
+                listen_by_variant[label] = t
+    # A/B players (two files each) for the keep_audio largest changes per variant only: the report stays small
+    changed = sorted((g for g in golden.values() if g["distance"] is not None), key=lambda g: -g["distance"])
+    for label in {g["label"] for g in changed}:
+        for g in [g for g in changed if g["label"] == label][: config.get("keep_audio", 3)]:
+            g["players"] = True
     golden_rows = [{"label": v["label"], **v["golden"]} for v in (summary or {}).get("per_variant", [])
                    if v.get("golden")]  # fmt: skip
     baseline_id = run.get("baseline_run")
@@ -419,6 +431,8 @@ def _render_run(store, root: Path, run_id: str, env, common: dict) -> tuple[int,
         failures=failures,
         variants=variant_rows,
         golden=(summary or {}).get("golden"),
+        listen_tests=listen_tests,
+        listen_by_variant=listen_by_variant,
         golden_rows=golden_rows,
         tools=sorted((str(k), str(v)) for k, v in tools.items()),
         config=json.dumps(config, indent=2, sort_keys=True, default=str),
@@ -486,8 +500,14 @@ def _golden_section(g: dict | None, spec_id: str, root: Path, rel_root: str, fig
     A/B listening and the distance per window; and how many audio files it placed."""
     if g is None:
         return None, 0
+    note = None
     if g.get("golden_path") and g.get("golden_path") == g.get("output_path"):  # identical: one file, nothing to A/B
         gsrc = osrc = None
+    elif not g.get("players"):
+        gsrc = osrc = None
+        if g.get("distance") is not None:
+            note = ("No A/B player: the report plays each variant's largest changes (keep_audio); "
+                    "`jndqa listen make --kind abx` makes a listening test of them all.")  # fmt: skip
     else:
         gsrc, osrc = _place_audio(g.get("golden_path"), root), _place_audio(g.get("output_path"), root)
     windows = list(zip(g.get("window_starts") or [], g.get("window_ends") or [], g.get("window_distances") or [],
@@ -498,6 +518,7 @@ def _golden_section(g: dict | None, spec_id: str, root: Path, rel_root: str, fig
         "distance": None if g.get("distance") is None else f"{g['distance']:.4f}",
         "p_jnd": None if p is None else f"{p:.3f}" + ("" if g.get("p_jnd_calibrated") else " (uncalibrated)"),
         "golden_src": rel_root + gsrc if gsrc else None, "output_src": rel_root + osrc if osrc else None,
+        "note": note,
         "strip": fig(figures.window_strip(windows, None, f"tonight-{spec_id}" if osrc else None)) if windows else None,
     }, int(bool(gsrc)) + int(bool(osrc))  # fmt: skip
 

@@ -1,5 +1,6 @@
 """Golden outputs in the store: the ``outputs`` a run kept and its ``golden`` comparisons
-(:mod:`jndqa.flows.golden` decides them; the store keeps rows and knows nothing of audio)."""
+(:mod:`jndqa.flows.golden` decides them; the store keeps rows and knows nothing of audio), and the
+``listen_tests`` made from runs (:mod:`jndqa.flows.listen`)."""
 
 from __future__ import annotations
 
@@ -120,3 +121,17 @@ class OutputsMixin(StoreBase):
         for r in rows:
             r["path"] = self._abs(r["path"])
         return {(r["item_sha256"], r["spec_id"], r["encoder_version"]): r for r in rows}
+
+    def add_listen_test(self, row: dict) -> None:
+        """Record a listening test made from a run: ``test_id``, ``run_id``, ``kind``, ``folder`` (absolute),
+        ``trials``, ``stimuli``, ``variants`` (labels it plays)."""
+        with self.transaction() as con:
+            con.execute("INSERT OR REPLACE INTO listen_tests VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        [row["test_id"], row["run_id"], row["kind"], str(row["folder"]), row["trials"],
+                         row["stimuli"], list(row.get("variants") or []), _now()])  # fmt: skip
+
+    def listen_tests(self, run_id: str) -> list[dict]:
+        """The listening tests made from ``run_id`` whose folder still holds its page, newest first."""
+        with self.connect() as con:
+            rows = _dicts(con.execute("SELECT * FROM listen_tests WHERE run_id = ? ORDER BY created DESC", [run_id]))
+        return [r for r in rows if (Path(r["folder"]) / "index.html").is_file()]

@@ -151,6 +151,11 @@ MIGRATIONS: list[list[str]] = [
             distance DOUBLE, p_jnd DOUBLE, p_jnd_calibrated BOOLEAN, window_starts DOUBLE[], window_ends DOUBLE[],
             window_distances DOUBLE[], created TIMESTAMP, PRIMARY KEY (run_id, item_sha256, label))""",
     ],
+    [  # 9: listening tests made from a run (jndqa listen make), for the run page's links
+        """CREATE TABLE listen_tests (
+            test_id VARCHAR PRIMARY KEY, run_id VARCHAR, kind VARCHAR, folder VARCHAR, trials INTEGER,
+            stimuli INTEGER, variants VARCHAR[], created TIMESTAMP)""",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
