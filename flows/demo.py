@@ -59,6 +59,9 @@ baseline: auto
 regression:
   threshold: 0.05
   fail_on_regression: true
+golden:
+  keep: true
+  compare: true
 output: out/
 """
 
@@ -130,6 +133,13 @@ def run_demo(workdir: str | Path, *, log: Callable[[str], None] = print, print_s
     log(f"store: {db}  (try `jndqa runs --db {os.path.relpath(db)}`)")
     reused = second["reused"] / max(second["scores"], 1)
     log(f"night 2 reused {second['reused']} of {second['scores']} scores ({reused:.0%}) from night 1")
+    g = second.get("golden") or {}
+    ours = next((v.get("golden") for v in second["per_variant"] if v["label"] == expected[0]), None) or {}
+    items = sorted(a["item"] for a in g.get("audible_changes", []))
+    mb = (first.get("golden") or {}).get("output_bytes", 0) / 1e6
+    log(f"golden outputs (night 1's, {mb:.1f} MB of FLAC): {g.get('identical', 0)} identical (the unchanged "
+        f"codecs: not rendered); {expected[0]} changed audibly on {ours.get('audible', 0)} items "
+        f"({', '.join(items) or 'none'}), inaudibly on {ours.get('inaudible', 0)}")  # fmt: skip
     if retrain:
         _retrain(work, [corpus.root / i["path"] for i in corpus.items], db, log)
     if second.get("report"):

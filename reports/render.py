@@ -495,6 +495,24 @@ def _metric_verdicts(summary: dict | None, primary: str) -> tuple[list[dict], st
     return rows, sentence
 
 
+def _place_audio16(src: str | None, root: Path) -> str | None:
+    """A kept output (24-bit FLAC) as 16-bit FLAC in the report's ``audio/`` folder, as the report's other
+    audio is (both sides of an A/B at the same depth; a smaller report); None when the file is gone."""
+    if not src or not Path(src).is_file():
+        return None
+    import numpy as np
+    import soundfile as sf
+
+    dest = root / "audio" / f"{Path(src).stem}-16.flac"
+    if not dest.exists():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        x, rate = sf.read(src, dtype="float32", always_2d=True)
+        tmp = dest.with_name(f".{dest.name}.tmp")
+        sf.write(tmp, np.clip(x, -1.0, 1.0), rate, format="FLAC", subtype="PCM_16")
+        tmp.replace(dest)
+    return f"audio/{dest.name}"
+
+
 def _golden_section(g: dict | None, spec_id: str, root: Path, rel_root: str, fig: Figures) -> tuple[dict | None, int]:
     """An item page's comparison with the golden output (status, rule, distance, p_jnd), the two outputs for
     A/B listening and the distance per window; and how many audio files it placed."""
@@ -509,7 +527,7 @@ def _golden_section(g: dict | None, spec_id: str, root: Path, rel_root: str, fig
             note = ("No A/B player: the report plays each variant's largest changes (keep_audio); "
                     "`jndqa listen make --kind abx` makes a listening test of them all.")  # fmt: skip
     else:
-        gsrc, osrc = _place_audio(g.get("golden_path"), root), _place_audio(g.get("output_path"), root)
+        gsrc, osrc = _place_audio16(g.get("golden_path"), root), _place_audio16(g.get("output_path"), root)
     windows = list(zip(g.get("window_starts") or [], g.get("window_ends") or [], g.get("window_distances") or [],
                        strict=True))  # fmt: skip
     p = g.get("p_jnd")

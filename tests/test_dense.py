@@ -168,7 +168,8 @@ def test_memory_is_bounded_by_the_window(tmp_path):
     # window, both signals in lockstep: measured peak 0.8-1.1 GB whatever the length
     # (benchmarks/bench_dense.py); the bound is loose for run-to-run allocator variation.
     code = (
-        "import json, resource, numpy as np\n"
+        "import json, resource, numpy as np, torch\n"
+        "torch.set_num_threads(1)\n"  # one thread's buffers, as the suite's workers: not the machine's core count
         "from jndqa.metric import DPAMScorer\n"
         "rng = np.random.default_rng(0)\n"
         "ref = np.round(rng.normal(0, 3000, 30 * 22050)).astype(np.float32)\n"

@@ -218,6 +218,13 @@ def test_demo_flags_the_broken_encoder_and_prints_its_report(demo):
     work, r = demo
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "verdict: REGRESSED; regressed: our encoder 32k" in r.stdout
+    # Golden outputs: the three unchanged codecs are the same build on all 12 items (not rendered); the
+    # rebuilt encoder is compared on every item, and its 6 kHz cut is audible on some of them.
+    golden = re.search(r"^golden outputs \(night 1's, ([\d.]+) MB of FLAC\): (\d+) identical .* changed audibly on "
+                       r"(\d+) items \(.*\), inaudibly on (\d+)$", r.stdout, re.M)  # fmt: skip
+    assert golden, r.stdout[-3000:]
+    mb, identical, audible, inaudible = float(golden[1]), int(golden[2]), int(golden[3]), int(golden[4])
+    assert identical == 36 and audible + inaudible == 12 and audible >= 1 and 0 < mb < 100
     m = re.findall(r"^report: (\S+)$", r.stdout, re.M)  # the last: the candidate night's
     assert len(m) == 3 and m[1] == m[2] and Path(m[-1]).is_file() and Path(m[-1]).is_relative_to(work)
     # The demo ends with a retraining on simulated judgments, and its report.
