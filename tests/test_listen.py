@@ -14,27 +14,19 @@ import pytest
 from jndqa.flows.demo import write_encoder
 from jndqa.store import Store
 
+from .test_golden import CONFIG  # two variants, golden outputs kept and compared
 from .test_nightly import SHOTS, make_corpus
 
-CONFIG = """\
-corpus: {{root: corpus/}}
-variants:
-  - {{label: mp3 128k, codec: libmp3lame, bitrate: 128k}}
-  - {{label: our encoder, encode: ["{enc}", "{{bitrate}}", "{{input}}", "{{output}}"], container: ogg, bitrate: 96k}}
-golden: {{keep: true, compare: true}}
-regression: {{bootstrap: 200}}
-output: out/
-"""
 TEST = "JSON.parse(document.getElementById('test').textContent)"
 
 
 @pytest.fixture(scope="module")
 def nights(tmp_path_factory, sample, prefect_harness):
-    """Three items; night 1 accepted; night 2 with the encoder rebuilt to cut above 1 kHz."""
+    """Two items; night 1 accepted; night 2 with the encoder rebuilt to cut above 1 kHz."""
     from jndqa.flows.nightly import run_nightly
 
     root = tmp_path_factory.mktemp("listen")
-    make_corpus(root / "corpus", sample, 3)
+    make_corpus(root / "corpus", sample, 2)
     enc = root / "enc"
     write_encoder(enc, "build 1", [])
     (root / "night.yaml").write_text(CONFIG.format(enc=enc))
@@ -42,7 +34,7 @@ def nights(tmp_path_factory, sample, prefect_harness):
     Store(root / "out" / "jndqa.duckdb").accept(first["run_id"])
     write_encoder(enc, "build 2", ["-af", "lowpass=f=1000"])
     second = run_nightly(root / "night.yaml")
-    assert second["golden"]["audible"] == 3
+    assert second["golden"]["audible"] == 2
     return root / "out" / "jndqa.duckdb", second
 
 
@@ -91,21 +83,21 @@ def begin(browser, page: Path, listener: str) -> None:
 def test_an_abx_test_of_the_changed_build_answered_in_chromium_ingests(nights, tmp_path, browser, capsys):
     db, second = nights
     made = make(db, "abx", tmp_path / "abx", capsys)
-    assert (made["kind"], made["trials"], made["stimuli"]) == ("abx", 3, 6) and made["run_id"] == second["run_id"]
+    assert (made["kind"], made["trials"], made["stimuli"]) == ("abx", 2, 4) and made["run_id"] == second["run_id"]
     page = Path(made["page"])
     begin(browser, page, "scripted abx")
     SHOTS.mkdir(exist_ok=True)
     browser.screenshot(SHOTS / "listen-abx.png")
-    # The scripted listener hears the 1 kHz cut: it names X right on every trial but the second.
+    # The scripted listener names X right on the first trial and wrong on the second.
     xs = browser.evaluate(f"{TEST}.trials.map(t => t.x)")
     for i, x in enumerate(xs):
         answer = x if i != 1 else ("b" if x == "a" else "a")
         browser.evaluate(f"document.querySelector('button[data-answer={answer}]').click()")
-    assert browser.evaluate("document.getElementById('summary').textContent").endswith("X identified in 2 of 3 trials.")
+    assert browser.evaluate("document.getElementById('summary').textContent").endswith("X identified in 1 of 2 trials.")
     saved = download(browser, page.parent, tmp_path / "downloads")
     counts, rf = ingest_into(tmp_path / "listeners.duckdb", page.parent, saved)
-    assert counts["rows"] == 3 and counts["quarantined"] == 0
-    assert [(r.scale, r.score, r.listener) for r in rf.rows] == [("jnd", s, "scripted abx") for s in (1.0, 0.0, 1.0)]
+    assert counts["rows"] == 2 and counts["quarantined"] == 0
+    assert [(r.scale, r.score, r.listener) for r in rf.rows] == [("jnd", s, "scripted abx") for s in (1.0, 0.0)]
     assert all(Path(r.ref).parent == page.parent / "audio" for r in rf.rows)
     # The run page links it beside the regressed variant.
     run_page = Path(second["report"])
@@ -164,7 +156,7 @@ def test_a_served_test_takes_two_listeners_at_once_and_stores_both(nights, tmp_p
     listeners = sorted({r.listener for f in inbox for r in read_ratings(f).rows})
     assert listeners == ["first listener", "second listener"]
     stored = ratings.ratings()
-    assert len(stored) == 6 and sorted({r["listener"] for r in stored}) == listeners
+    assert len(stored) == 4 and sorted({r["listener"] for r in stored}) == listeners
 
 
 @pytest.mark.usefixtures("release")
