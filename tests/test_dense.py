@@ -166,7 +166,8 @@ def test_memory_is_bounded_by_the_window(tmp_path):
     # 30 s mono pair: holding every window's dense features at once would take about
     # 4 KB x 661,500 samples = 2.6 GB (x1.5 with the window overlap). A pair is scored window by
     # window, both signals in lockstep: measured peak 0.8-1.1 GB whatever the length
-    # (benchmarks/bench_dense.py); the bound is loose for run-to-run allocator variation.
+    # (benchmarks/bench_dense.py), 1.3-1.7 GB as ru_maxrss of this subprocess while the suite runs
+    # beside it (allocator variation); the bound, 2.0 GB, stays below the 2.6 GB of holding them all.
     code = (
         "import json, resource, numpy as np, torch\n"
         "torch.set_num_threads(1)\n"  # one thread's buffers, as the suite's workers: not the machine's core count
@@ -182,4 +183,4 @@ def test_memory_is_bounded_by_the_window(tmp_path):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["windows"] == 7  # 8 s windows, 4 s hop: 0, 4, ..., 20 and 22-30
-    assert out["peak_kb"] < 1_600_000, out
+    assert out["peak_kb"] < 2_000_000, out
