@@ -47,7 +47,7 @@ def counted(monkeypatch):
 def test_golden_outputs_identical_inaudible_and_audible_changes(tmp_path, sample, counted, browser):
     from jndqa.flows.nightly import run_nightly
 
-    make_corpus(tmp_path / "corpus", sample, 2)
+    make_corpus(tmp_path / "corpus", sample, 1)
     enc = tmp_path / "enc"
     write_encoder(enc, "build 1", [])
     config = tmp_path / "night.yaml"
@@ -57,14 +57,14 @@ def test_golden_outputs_identical_inaudible_and_audible_changes(tmp_path, sample
     first = run_nightly(config)
     store = Store(db)
     kept = store.outputs(first["run_id"])
-    assert len(kept) == 4 and all(p.endswith(".flac") for p in (o["path"] for o in kept))
-    assert first["golden"]["run"] is None and first["golden"]["outputs"] == 4
+    assert len(kept) == 2 and all(p.endswith(".flac") for p in (o["path"] for o in kept))
+    assert first["golden"]["run"] is None and first["golden"]["outputs"] == 2
     store.accept(first["run_id"])
 
     counted.clear()
     same = run_nightly(config)
     assert same["golden"]["run"] == first["run_id"] and same["status"] == "passed"
-    assert (same["golden"]["identical"], same["golden"]["audible"], same["golden"]["inaudible"]) == (4, 0, 0)
+    assert (same["golden"]["identical"], same["golden"]["audible"], same["golden"]["inaudible"]) == (2, 0, 0)
     assert counted == []  # nothing rendered, nothing scored
     assert {r["rule"] for r in store.golden(same["run_id"])} == {"same build (spec and encoder version): not rendered"}
 
@@ -73,7 +73,7 @@ def test_golden_outputs_identical_inaudible_and_audible_changes(tmp_path, sample
     rebuilt = run_nightly(config)
     rows = {r["label"]: r for r in store.golden(rebuilt["run_id"]) if r["item"] == "item00.wav"}
     assert rows["our encoder"]["status"] == "identical" and rows["our encoder"]["rule"].startswith("bit-identical")
-    assert counted == [1, 1]  # the new build's reference scores (one per item), no golden comparison
+    assert counted == [1]  # the new build's reference score, no golden comparison
 
     write_encoder(enc, "build 3", ["-af", "volume=-0.05dB"])  # a change no one hears
     quiet = run_nightly(config)
@@ -86,7 +86,7 @@ def test_golden_outputs_identical_inaudible_and_audible_changes(tmp_path, sample
     rows = [r for r in store.golden(cut["run_id"]) if r["label"] == "our encoder"]
     assert {r["status"] for r in rows} == {"audible"} and cut["status"] == "changed"
     enc_summary = next(v for v in cut["per_variant"] if v["label"] == "our encoder")["golden"]
-    assert (enc_summary["audible"], enc_summary["identical"]) == (2, 0)
+    assert (enc_summary["audible"], enc_summary["identical"]) == (1, 0)
     assert enc_summary["max_distance"] == pytest.approx(max(r["distance"] for r in rows))
     assert len(rows[0]["window_distances"]) >= 1
 
