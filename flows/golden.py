@@ -37,6 +37,7 @@ __all__ = [
     "golden_counts",
     "quantize",
     "samples_sha256",
+    "write_flac",
     "write_output",
 ]
 
@@ -51,11 +52,10 @@ FULL_SCALE = 2**23  # 24-bit
 
 @dataclass(frozen=True)
 class GoldenSettings:
-    """Where outputs go (``outputs_dir``), whether to keep and compare them, and the audibility rule."""
+    """Where outputs go (``outputs_dir``) and the audibility rule (which outputs are kept and compared is
+    decided per variant when the night is planned)."""
 
     outputs_dir: str
-    keep: bool = True
-    compare: bool = True
     audible: float = 0.5
     audible_distance: float = DEFAULT_AUDIBLE_DISTANCE
 
@@ -73,25 +73,31 @@ def samples_sha256(q: np.ndarray, rate: int) -> str:
     return h.hexdigest()
 
 
-def write_output(outputs_dir: str | Path, samples: np.ndarray, rate: int) -> dict:
-    """Keep ``samples`` as ``<outputs_dir>/<sha[:2]>/<sha>.flac`` (24-bit; an existing file is reused;
-    written next to its name and renamed, so a killed run leaves no half file). Returns ``sha256``,
-    ``path``, ``bytes`` and the quantized samples as float (``samples``: what the file decodes to)."""
+def write_flac(path: Path, samples: np.ndarray, rate: int, subtype: str = "PCM_16") -> None:
+    """``samples`` clipped to full scale as FLAC (``subtype``) at ``path``, written next to it and renamed, so a
+    killed run leaves no half file."""
     import soundfile as sf
 
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        sf.write(tmp, np.clip(samples, -1.0, 1.0), rate, format="FLAC", subtype=subtype)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_output(outputs_dir: str | Path, samples: np.ndarray, rate: int, *, flat: bool = False) -> dict:
+    """Keep ``samples`` as 24-bit FLAC named by :func:`samples_sha256`: ``<outputs_dir>/<sha[:2]>/<sha>.flac``
+    (``flat``: ``<outputs_dir>/<sha[:24]>.flac``); an existing file is reused. Returns ``sha256``, ``path``,
+    ``bytes`` and the quantized samples as float (``samples``: what the file decodes to)."""
     q = quantize(samples)
     sha = samples_sha256(q, rate)
-    path = Path(outputs_dir) / sha[:2] / f"{sha}.flac"
+    path = Path(outputs_dir) / (f"{sha[:24]}.flac" if flat else f"{sha[:2]}/{sha}.flac")
+    decoded = q.astype(np.float64) / FULL_SCALE
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            sf.write(tmp, q.astype(np.float64) / FULL_SCALE, rate, format="FLAC", subtype="PCM_24")
-            tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)
-    return {"sha256": sha, "path": str(path), "bytes": path.stat().st_size,
-            "samples": (q.astype(np.float64) / FULL_SCALE).astype(np.float32)}  # fmt: skip
+        write_flac(path, decoded, rate, "PCM_24")
+    return {"sha256": sha, "path": str(path), "bytes": path.stat().st_size, "samples": decoded.astype(np.float32)}
 
 
 def read_output(path: str | Path) -> tuple[np.ndarray, int]:

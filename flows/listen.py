@@ -51,12 +51,7 @@ def _write_flac(folder: Path, samples: np.ndarray, rate: int) -> str:
     returns the path relative to ``folder``."""
     from .golden import write_output
 
-    out = write_output(folder / ".audio", samples, rate)
-    dest = folder / "audio" / f"{out['sha256'][:24]}.flac"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if not dest.exists():
-        shutil.move(out["path"], dest)
-    return f"audio/{dest.name}"
+    return f"audio/{Path(write_output(folder / 'audio', samples, rate, flat=True)['path']).name}"
 
 
 def _copy_flac(folder: Path, src: str) -> str:
@@ -312,7 +307,6 @@ def make_test(db: str | Path, *, run_id: str | None = None, kind: str = "mushra"
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    shutil.rmtree(folder / ".audio", ignore_errors=True)
     stimuli = sorted(f"audio/{p.name}" for p in (folder / "audio").glob("*.flac"))
     test = {"format": FORMAT, "test_id": test_id, "kind": kind, "run_id": run.run_id,
             "created": datetime.now(UTC).isoformat(timespec="seconds"), "stimuli": stimuli, "trials": body}  # fmt: skip

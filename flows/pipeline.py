@@ -244,7 +244,7 @@ def _golden_output(res: ItemResult, work: ItemWork, v: VariantWork, r, dpam: Nig
         s = score_each(dpam, gold, [test], rate)[0]
     res.score_seconds += time.perf_counter() - t0
     if isinstance(s, MetricError):
-        res.failures.append({**fail, "metric": "dpam", "reason": f"golden comparison: {s.reason}"})
+        res.failures.append({**fail, "reason": f"golden comparison by dpam: {s.reason}"})
         return
     scored = score_row(dpam, s)
     status, rule = decide(scored["distance"], scored["p_jnd"], bool(scored["p_jnd_calibrated"]), gs)
@@ -310,16 +310,10 @@ def _audio_name(sha256: str, spec_id: str = "", encoder_version: str | None = No
 
 
 def _write_flac(path: Path, samples: np.ndarray, rate: int) -> None:
-    """16-bit FLAC, written next to its final name then renamed (a killed run leaves no half file).
-    Samples beyond full scale are clipped, as playback would."""
-    import soundfile as sf
+    """16-bit FLAC (:func:`jndqa.flows.golden.write_flac`: clipped as playback would, renamed into place)."""
+    from .golden import write_flac
 
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        sf.write(tmp, np.clip(samples, -1.0, 1.0), rate, format="FLAC", subtype="PCM_16")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_flac(path, samples, rate, "PCM_16")
 
 
 def keep_item_audio(work: ItemWork, render: RenderSettings, audio_dir: Path) -> list[dict]:
@@ -430,8 +424,7 @@ def plan_night(cfg: RunConfig, store: Store, *, run_id: str | None = None,
     golden_run, gold, built, kept_rows, golden_rows = None, {}, {}, [], []
     if g.keep or g.compare:
         threshold = g.audible_distance if g.audible_distance is not None else DEFAULT_AUDIBLE_DISTANCE
-        render = replace(render, golden=GoldenSettings(str(store.path.parent / "outputs"), keep=g.keep,
-                                                       compare=g.compare, audible=g.audible,
+        render = replace(render, golden=GoldenSettings(str(store.path.parent / "outputs"), audible=g.audible,
                                                        audible_distance=threshold))  # fmt: skip
         built = {k: o for k, o in store.outputs_by_build().items() if o["path"] and Path(o["path"]).exists()}
         golden_run = store.golden_run() if g.compare else None
@@ -619,7 +612,6 @@ class Night:
         golden_rows = self.store.golden(self.run_id) if plan.golden_run else []
         by_label = golden_counts(golden_rows, [s.label for s in plan.specs])
         audible = [r for r in golden_rows if r["status"] == "audible"]
-        counted = [f for f in counted if f["kind"] != "golden"] + [f for f in failures if f["kind"] == "golden"]
         status = night_verdict(regressions=len(regressions), failures=len(counted),
                                fail_on_regression=cfg.regression.fail_on_regression, audible=len(audible),
                                fail_on_audible_change=cfg.golden.fail_on_audible_change)  # fmt: skip
