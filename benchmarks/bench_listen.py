@@ -56,16 +56,8 @@ def answer_page(browser, page: Path, listener: str, trials: int, seed: int, down
         p = float(p_different(data["family"], float(data["severity"])))
         choice = "different" if rng.random() < p else "same"
         browser.evaluate(f"document.querySelector('button[data-answer={choice}]').click()")
-    downloads.mkdir(parents=True, exist_ok=True)
-    browser.send("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
-    name = browser.evaluate("document.getElementById('download').download")
-    browser.evaluate("document.getElementById('download').click()")
-    path = downloads / name
-    for _ in range(200):
-        if path.is_file() and path.stat().st_size:
-            break
-        browser.pump(0.05)
-    saved = page.parent / name  # the CSV's paths are relative to the test folder
+    path = browser.download("#download", downloads)
+    saved = page.parent / path.name  # the CSV's paths are relative to the test folder
     shutil.copyfile(path, saved)
     return saved
 

@@ -30,6 +30,7 @@ import shutil
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,6 @@ __all__ = ["KINDS", "ListenError", "make_test"]
 
 KINDS = ("jnd", "mushra", "abx")
 FORMAT = "jndqa-listen/1"
-STATIC = Path(__file__).resolve().parent.parent / "reports" / "static"
 
 
 class ListenError(ValueError):
@@ -78,6 +78,7 @@ class _Run:
 
     def __init__(self, store, run_id: str | None):
         from .config import RunConfig
+        from .pipeline import RenderSettings
 
         runs = store.runs()
         if not runs:
@@ -99,6 +100,7 @@ class _Run:
         self.kept = {(k["item_sha256"], k["spec_id"]): k["path"] for k in store.kept_audio(run_id) if k["path"]}
         self.golden = store.golden(run_id)
         self.regressed = {r["variant"] for r in self.summary.get("regressions", [])}
+        self.render = RenderSettings.from_config(self.cfg)
 
     def worst_items(self, n: int) -> list[str]:
         """The ``n`` items (sha256) with the largest primary value over the variants (lowest for a quality),
@@ -111,31 +113,35 @@ class _Run:
                 best[r["item_sha256"]] = key
         return [sha for sha, _ in sorted(best.items(), key=lambda kv: kv[1])][:n]
 
-    def abspath(self, sha: str) -> Path:
+    @cached_property
+    def _paths(self) -> dict[str, Path]:
         from jndqa.datasets import scan_corpus
 
-        if not hasattr(self, "_paths"):
-            items, _ = scan_corpus(self.cfg.corpus.root, self.cfg.corpus.manifest)
-            self._paths = {i.sha256: Path(i.abspath) for i in items}
+        items, _ = scan_corpus(self.cfg.corpus.root, self.cfg.corpus.manifest)
+        return {i.sha256: Path(i.abspath) for i in items}
+
+    def _work(self, sha: str, variants=()):
+        """The pipeline's unit of work for item ``sha`` (and ``variants``), to load and render as a night does."""
+        from .pipeline import ItemWork
+
         if sha not in self._paths:
             raise ListenError(f"item {self.items.get(sha, {}).get('path', sha)} of run {self.run_id} is no longer in "
                               f"the corpus {self.cfg.corpus.root}: restore it or choose another run")  # fmt: skip
-        return self._paths[sha]
+        return ItemWork(sha, self.items[sha]["path"], str(self._paths[sha]), tuple(variants))
 
     def reference(self, sha: str):
-        """The item's reference as the run's variants read it (loudness-normalised when the config says)."""
-        from jndqa.variants import load_reference, normalize_loudness
+        """The item's reference as the run's variants read it (:func:`jndqa.flows.pipeline._load_reference`)."""
+        from .pipeline import _load_reference
 
-        ref = load_reference(self.abspath(sha), name=self.items[sha]["path"], ffmpeg=str(self.cfg.ffmpeg or "") or None)
-        if self.cfg.loudness.normalize_corpus is not None:
-            ref = normalize_loudness(ref, self.cfg.loudness.normalize_corpus)
-        return ref
+        return _load_reference(self._work(sha), self.render)
 
     def outputs(self, sha: str, ref, log: Callable[[str], None]) -> dict[str, tuple[np.ndarray, int] | str]:
         """Every variant's output of item ``sha`` by label: the kept file (path) when the run kept it, else
-        rendered from the spec (samples, rate); a variant whose encoder is no longer the run's build is
-        left out (logged)."""
-        from jndqa.variants import VariantError, encoder_version, parse_variants, render_all
+        rendered from the spec as the night did (:func:`jndqa.flows.pipeline._render`, giving samples and
+        rate); a variant whose encoder is no longer the run's build is left out (logged)."""
+        from jndqa.variants import VariantError, encoder_version, parse_variants
+
+        from .pipeline import VariantWork, _render
 
         out: dict[str, Any] = {}
         todo = []
@@ -143,9 +149,8 @@ class _Run:
             if (sha, v["spec_id"]) in self.kept:
                 out[v["label"]] = self.kept[(sha, v["spec_id"])]
                 continue
-            spec = parse_variants([v["spec"]], base_dir=None)[0]
             try:
-                now = encoder_version(spec, self.cfg.ffmpeg)
+                now = encoder_version(parse_variants([v["spec"]])[0], self.cfg.ffmpeg)
             except VariantError as exc:
                 log(f"  {v['label']}: left out ({exc})")
                 continue
@@ -153,15 +158,12 @@ class _Run:
                 log(f"  {v['label']}: left out (its build changed since run {self.run_id}, and the run did not "
                     "keep this output: enable golden.keep to keep every output)")  # fmt: skip
                 continue
-            todo.append((v, spec))
-        if todo:
-            rendered = render_all(ref, [s for _, s in todo], ffmpeg=str(self.cfg.ffmpeg) if self.cfg.ffmpeg else None,
-                                  timeout=self.cfg.runner.timeout, match_loudness=self.cfg.loudness.match)  # fmt: skip
-            for (v, _), r in zip(todo, rendered, strict=True):
-                if isinstance(r, VariantError):
-                    log(f"  {v['label']}: left out ({r})")
-                else:
-                    out[v["label"]] = (r.samples, r.rate)
+            todo.append(VariantWork(v["spec_id"], v["label"], v["encoder_version"], v["spec"]))
+        for v, r in zip(todo, _render(ref, todo, self.render) if todo else [], strict=True):
+            if isinstance(r, VariantError):
+                log(f"  {v.label}: left out ({r})")
+            else:
+                out[v.label] = (r.samples, r.rate)
         return out
 
 
@@ -236,19 +238,6 @@ def _jnd(run: _Run, folder: Path, shas: list[str], rng: np.random.Generator, lev
     return trials
 
 
-def _page(folder: Path, test: dict) -> None:
-    """index.html with the test embedded (file:// pages cannot fetch test.json), listen.js, listen.css."""
-    from jinja2 import Environment, FileSystemLoader, select_autoescape
-
-    env = Environment(loader=FileSystemLoader(STATIC.parent / "templates"), autoescape=select_autoescape(["html"]))
-    data = json.dumps(test, ensure_ascii=False).replace("</", "<\\/")
-    html = env.get_template("listen.html.j2").render(test=test, test_json=data)
-    (folder / "index.html").write_text(html, encoding="utf-8")
-    (folder / "test.json").write_text(json.dumps(test, indent=1, ensure_ascii=False), encoding="utf-8")
-    for name in ("listen.js", "listen.css"):
-        shutil.copyfile(STATIC / name, folder / name)
-
-
 def _record(db: str | Path, run: _Run, row: dict, log: Callable[[str], None]) -> None:
     """Record the test in the store and render the run's report again, so its page links the test."""
     from jndqa.reports import render_report
@@ -310,7 +299,9 @@ def make_test(db: str | Path, *, run_id: str | None = None, kind: str = "mushra"
     stimuli = sorted(f"audio/{p.name}" for p in (folder / "audio").glob("*.flac"))
     test = {"format": FORMAT, "test_id": test_id, "kind": kind, "run_id": run.run_id,
             "created": datetime.now(UTC).isoformat(timespec="seconds"), "stimuli": stimuli, "trials": body}  # fmt: skip
-    _page(folder, test)
+    from jndqa.reports.pages import write_listen_page
+
+    write_listen_page(folder, test)
     variants = sorted({t["variant"] for t in body} if kind == "abx" else
                       {s["key"] for t in body for s in t.get("stimuli", []) if s["key"] in run.labels})  # fmt: skip
     _record(db, run, {"test_id": test_id, "run_id": run.run_id, "kind": kind, "folder": str(folder.resolve()),

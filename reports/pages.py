@@ -10,7 +10,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Figures", "clean_json", "environment", "jndqa_version", "script_json", "write_page", "write_static"]
+__all__ = ["Figures", "clean_json", "environment", "jndqa_version", "script_json", "write_listen_page", "write_page",
+           "write_static"]  # fmt: skip
 
 
 def clean_json(obj: Any) -> Any:
@@ -80,6 +81,17 @@ def write_static(root: Path) -> None:
     static = Path(__file__).parent / "static"
     for name in ("report.js", "report.css"):
         shutil.copyfile(static / name, root / name)
+
+
+def write_listen_page(folder: Path, test: dict) -> None:
+    """A listening test's page (docs/listen.md): ``index.html`` with the test embedded (a file:// page cannot
+    fetch ``test.json``), ``test.json``, ``listen.js`` and ``listen.css``."""
+    page = environment().get_template("listen.html.j2").render(test=test, test_json=script_json(test))
+    write_page(folder / "index.html", page)
+    write_page(folder / "test.json", json.dumps(test, indent=1, ensure_ascii=False))
+    static = Path(__file__).parent / "static"
+    for name in ("listen.js", "listen.css"):
+        shutil.copyfile(static / name, folder / name)
 
 
 def jndqa_version() -> str:

@@ -146,6 +146,28 @@ class Chromium:
                 out.dialogs.append(p.get("message", ""))
         return out
 
+    def wait(self, expression: str, seconds: float = 10.0):
+        """Pump events until the JS ``expression`` is truthy; its value (TimeoutError after ``seconds``)."""
+        deadline = time.monotonic() + seconds
+        while not (value := self.evaluate(expression)):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"never true within {seconds:g} s: {expression}")
+            self.pump(0.05)
+        return value
+
+    def download(self, link: str, target: Path, seconds: float = 10.0) -> Path:
+        """Click the download link ``link`` (a CSS selector) with downloads going to ``target``; the saved file."""
+        target.mkdir(parents=True, exist_ok=True)
+        self.send("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(target)})
+        path = target / self.evaluate(f"document.querySelector({json.dumps(link)}).download")
+        self.evaluate(f"document.querySelector({json.dumps(link)}).click()")
+        deadline = time.monotonic() + seconds
+        while not (path.is_file() and path.stat().st_size):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no download {path.name} in {target} within {seconds:g} s")
+            self.pump(0.05)
+        return path
+
     def screenshot(self, path: Path) -> None:
         """The whole page as PNG, at the fixed 1400-px-wide viewport the pages were laid out in."""
         size = self.send("Page.getLayoutMetrics")["cssContentSize"]

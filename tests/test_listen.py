@@ -45,21 +45,6 @@ def make(db: Path, kind: str, out: Path, capsys, *extra: str) -> dict:
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
-def download(browser, folder: Path, target: Path) -> Path:
-    """Click the page's download link with Chromium's downloads going to ``target``; the file it saved."""
-    target.mkdir(parents=True, exist_ok=True)
-    browser.send("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(target)})
-    name = browser.evaluate("document.getElementById('download').download")
-    browser.evaluate("document.getElementById('download').click()")
-    path = target / name
-    for _ in range(100):
-        if path.is_file() and path.stat().st_size:
-            break
-        browser.pump(0.1)
-    assert path.is_file(), f"no download {name} in {target}"
-    return path
-
-
 def ingest_into(db: Path, folder: Path, csv_path: Path) -> tuple[dict, list]:
     """The downloaded CSV saved into the test folder (its paths are relative to it), read and stored."""
     from jndqa.datasets.ratings import read_ratings
@@ -94,7 +79,7 @@ def test_an_abx_test_of_the_changed_build_answered_in_chromium_ingests(nights, t
         answer = x if i != 1 else ("b" if x == "a" else "a")
         browser.evaluate(f"document.querySelector('button[data-answer={answer}]').click()")
     assert browser.evaluate("document.getElementById('summary').textContent").endswith("X identified in 1 of 2 trials.")
-    saved = download(browser, page.parent, tmp_path / "downloads")
+    saved = browser.download("#download", tmp_path / "downloads")
     counts, rf = ingest_into(tmp_path / "listeners.duckdb", page.parent, saved)
     assert counts["rows"] == 2 and counts["quarantined"] == 0
     assert [(r.scale, r.score, r.listener) for r in rf.rows] == [("jnd", s, "scripted abx") for s in (1.0, 0.0)]
@@ -127,23 +112,13 @@ def test_a_served_test_takes_two_listeners_at_once_and_stores_both(nights, tmp_p
             for b, who in ((browser, "first listener"), (other, "second listener")):
                 b.events.clear()
                 b.send("Page.navigate", {"url": url})
-                for _ in range(100):
-                    if b.evaluate("document.readyState === 'complete' && !!document.getElementById('begin')"):
-                        break
-                    b.pump(0.1)
+                b.wait("document.readyState === 'complete' && !!document.getElementById('begin')")
                 b.evaluate(f"document.getElementById('listener').value = {json.dumps(who)}")
                 b.evaluate("document.getElementById('begin').click()")
             for b in (browser, other):  # answers interleaved: both pages are mid-test at once
                 for x in browser.evaluate(f"{TEST}.trials.map(t => t.x)"):
                     b.evaluate(f"document.querySelector('button[data-answer={x}]').click()")
-            statuses = []
-            for b in (browser, other):
-                for _ in range(100):
-                    status = b.evaluate("document.getElementById('posted').dataset.status || ''")
-                    if status:
-                        break
-                    b.pump(0.1)
-                statuses.append(status)
+            statuses = [b.wait("document.getElementById('posted').dataset.status || ''") for b in (browser, other)]
             assert statuses == ["201", "201"], [b.evaluate("document.getElementById('posted').textContent")
                                                  for b in (browser, other)]  # fmt: skip
     finally:
@@ -180,7 +155,7 @@ def test_a_mushra_test_answered_in_chromium_ingests_with_its_hidden_reference(ni
             SHOTS.mkdir(exist_ok=True)
             browser.screenshot(SHOTS / "listen-mushra.png")
         browser.evaluate("document.querySelector('button[data-answer=next]').click()")
-    saved = download(browser, page.parent, tmp_path / "downloads")
+    saved = browser.download("#download", tmp_path / "downloads")
     counts, rf = ingest_into(tmp_path / "listeners.duckdb", page.parent, saved)
     assert counts["rows"] == 10 and counts["quarantined"] == 0
     hidden = [r for r in rf.rows if r.hidden_reference]
@@ -221,12 +196,12 @@ def test_jnd_staircases_with_catch_trials_and_a_listener_flagged(nights, tmp_pat
     assert summary.endswith("Catch trials called different: 0 of 6")
     SHOTS.mkdir(exist_ok=True)
     browser.screenshot(SHOTS / "listen-jnd-done.png")
-    steady = download(browser, page.parent, tmp_path / "downloads")
+    steady = browser.download("#download", tmp_path / "downloads")
     # A listener who answers "different" to everything fails the catch trials: flagged in the page, and
     # every one of their rows is set aside when the file is ingested.
     listen("always different", "always")
     assert "flagged" in browser.evaluate("document.getElementById('summary').textContent")
-    careless = download(browser, page.parent, tmp_path / "downloads")
+    careless = browser.download("#download", tmp_path / "downloads")
     counts, rf = ingest_into(tmp_path / "listeners.duckdb", page.parent, steady)
     assert counts["rows"] == 30 and counts["quarantined"] == 0
     assert [r.score for r in rf.rows if r.ref == r.test] == [0.0] * 6
